@@ -1,0 +1,45 @@
+# The README's commands. Set-up is shared and skipped when already done:
+# the venv is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+BOOK_HTML := book/_build/html
+
+.PHONY: setup book notebooks html test lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	# torch first and pinned: the CPU build; a bare "torch" would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## book: execute every notebook with its full (default) parameters, then build the HTML book
+book: notebooks html
+
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== executing $$nb"; \
+	  $(BIN)/papermill -k python3 --cwd notebooks "$$nb" "$$nb" || exit 1; \
+	done
+
+html: $(STAMP)
+	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output book -W --keep-going
+	@echo "The book is at $(CURDIR)/$(BOOK_HTML)/index.html"
+
+## test: the whole pytest suite (unit, integration on the bundled model, notebook smoke runs, book build)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf book/_build

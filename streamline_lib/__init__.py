@@ -1,0 +1,1 @@
+"""streamline_lib"""
