@@ -1,0 +1,33 @@
+"""Evaluate a (pruned) model: perplexity on held-out text."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["perplexity"]
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, sequences: torch.Tensor, batch_size: int = 8, progress: bool = True) -> float:
+    """Perplexity of ``model`` on fixed-length token sequences ``(num_seqs, seq_len)``.
+
+    Every sequence is scored on its own (no context carried over), the loss is the
+    mean next-token cross-entropy over all predicted tokens, computed in float32.
+    """
+    if sequences.ndim != 2 or sequences.shape[1] < 2:
+        raise ValueError(f"sequences must have shape (num_seqs, seq_len >= 2), got {tuple(sequences.shape)}")
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    batches = sequences.split(batch_size)
+    for batch in tqdm(batches, desc="perplexity", disable=not progress):
+        batch = batch.to(device)
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()  # (batch, seq-1, vocab)
+        targets = batch[:, 1:]
+        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+        total_nll += nll.item()
+        total_tokens += targets.numel()
+    return math.exp(total_nll / total_tokens)
