@@ -27,7 +27,7 @@ book: notebooks html
 notebooks: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== executing $$nb"; \
-	  $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False "$$nb" "$$nb" || exit 1; \
+	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False "$$nb" "$$nb" || exit 1; \
 	done
 
 html: $(STAMP)

@@ -6,7 +6,8 @@ import math
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 __all__ = ["perplexity"]
 
@@ -22,8 +23,7 @@ def perplexity(model: nn.Module, sequences: torch.Tensor, batch_size: int = 8, p
         raise ValueError(f"sequences must have shape (num_seqs, seq_len >= 2), got {tuple(sequences.shape)}")
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    batches = sequences.split(batch_size)
-    for batch in tqdm(batches, desc="perplexity", disable=not progress):
+    for batch in progress_bar(sequences.split(batch_size), "perplexity", enabled=progress):
         batch = batch.to(device)
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()  # (batch, seq-1, vocab)
         targets = batch[:, 1:]

@@ -113,9 +113,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") 
     """Turn a dtype name into a torch dtype; ``"auto"`` picks the fastest accurate one.
 
     ``auto``: bfloat16 on a GPU that supports it (else float16), bfloat16 on a CPU
-    with native bf16 instructions (AVX-512 BF16 / AMX: about 4x faster than
-    float32 for SmolLM2 on the 2-core machine this book is built on, with
-    held-out perplexity within about 1% of float32), else float32.
+    with native bf16 instructions (AVX-512 BF16 / AMX; measured for SmolLM2 on
+    the 2-core machine this book is built on: 1.7-2.2x the tokens per second of
+    float32, held-out Wikipedia perplexity 19.35 in both), else float32.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
