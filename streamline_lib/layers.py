@@ -180,11 +180,13 @@ def _splice(model: PreTrainedModel, start: int, n: int, new: list[nn.Module]) ->
     config = model.config
     layers = list(get_layers(model))
     # layer_types is edited here rather than in sync_config: only the caller knows which
-    # positions were kept. A new module keeps its own attention type if it has one, else
-    # takes the type of the first layer it replaces.
+    # positions were kept. A new module keeps its own attention type if it has one. A module
+    # without attention takes layer 0's type: transformers reads each type's mask sizes from
+    # the KV cache of the first layer of that type, which an attention-free module never
+    # fills, and layer 0 is always the first of its own type.
     if getattr(config, "layer_types", None) is not None:
         paths = architecture(model)
-        new_types = [_own_layer_type(module, paths) or config.layer_types[start] for module in new]
+        new_types = [_own_layer_type(module, paths) or config.layer_types[0] for module in new]
         config.layer_types = config.layer_types[:start] + new_types + config.layer_types[start + n :]
     set_layers(model, layers[:start] + new + layers[start + n :])
     sync_config(model)

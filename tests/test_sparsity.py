@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from streamline_lib.sparsity import parameter_budget
+from streamline_lib.sparsity import layers_for_sparsity, parameter_budget, sparsity_report
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -25,3 +25,53 @@ def test_budget_splits_parameters_exactly(tied):
     assert budget.total == sum(p.numel() for p in model.parameters())
     assert budget.total == budget.embedding + budget.lm_head + budget.layers + budget.other
     assert budget.embedding_fraction == pytest.approx((budget.embedding + budget.lm_head) / budget.total)
+
+
+def eight_layer_llama() -> LlamaForCausalLM:
+    """Tied embedding 1000 x 32 = 32,000; 8 layers of 9,280; final norm 32; total 106,272."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=8,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+@pytest.mark.parametrize(
+    ("sparsity", "count", "expected"),
+    [
+        (0.25, "total", 3),  # 0.25 * 106,272 / 9,280 = 2.86
+        (0.25, "layers", 2),  # 0.25 * 8 = 2
+        (0.3125, "layers", 3),  # 2.5: halves round up
+        (0.01, "layers", 1),  # 0.08: at least one layer
+        (0.6, "total", 7),  # 6.87: all but one layer
+    ],
+)
+def test_layers_for_sparsity_by_hand(sparsity, count, expected):
+    model = eight_layer_llama()
+    assert parameter_budget(model).total == 106_272
+    assert layers_for_sparsity(model, sparsity, count) == expected
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.1, 1.5])
+def test_sparsity_outside_zero_one_is_refused(sparsity):
+    with pytest.raises(ValueError, match=f"sparsity={sparsity!r} must be a fraction strictly between 0 and 1"):
+        layers_for_sparsity(eight_layer_llama(), sparsity)
+
+
+def test_sparsity_that_removes_every_layer_is_refused():
+    with pytest.raises(ValueError, match="sparsity=0.95 of the layers parameters .* means removing 8 layers .* "
+                                         "the model has 8 layers .* choose a sparsity below 0.938"):
+        layers_for_sparsity(eight_layer_llama(), 0.95, "layers")
+    with pytest.raises(ValueError, match="count='all' is not one of 'total', 'layers'"):
+        layers_for_sparsity(eight_layer_llama(), 0.25, "all")
+
+
+def test_sparsity_report_counts_both_ways_and_the_replacement():
+    model = eight_layer_llama()
+    report = sparsity_report(model, 3)
+    assert (report.n, report.num_layers, report.removed_parameters) == (3, 8, 3 * 9_280)
+    assert report.total_fraction == pytest.approx(27_840 / 106_272)
+    assert report.layer_fraction == pytest.approx(3 / 8)
+    with_layer = sparsity_report(model, 3, added_parameters=9_280)  # a decoder-layer replacement
+    assert with_layer.removed_parameters == 2 * 9_280 and with_layer.layer_fraction == pytest.approx(2 / 8)
+    with pytest.raises(ValueError, match="n=9 layers cannot be removed from a model with 8 layers"):
+        sparsity_report(model, 9)

@@ -1,0 +1,149 @@
+"""Prune a model: remove a block of layers, put a replacement in its place, train it.
+
+:func:`prune` is LLM-Streamline's one-shot pruning of a chosen block (choose it with
+:func:`streamline_lib.scoring.score_blocks`); :func:`prune_iterative` is the paper's
+iterative ablation, one layer per round, each chosen on the model pruned so far.
+
+Index convention (as in :mod:`streamline_lib.layers`): the block is layers
+``start .. start+n-1``. With ``replacement="layer"`` one decoder layer comes back in
+their place, so ``n - 1`` layers are removed net; the authors' code instead replaces
+``n + 1`` layers to remove ``n`` net.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .layers import get_layers, num_layers, remove_layers, replace_block
+from .replacement import REPLACEMENTS, check_replacement, make_replacement
+from .scoring import score_blocks
+from .training import TrainConfig, TrainResult, train_replacement
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["PruneResult", "IterativePruneResult", "prune", "prune_iterative"]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A pruned model and how it was made."""
+
+    model: PreTrainedModel  # a new model; the dense one is unchanged
+    start: int  # first removed layer (0-based)
+    n: int  # number of layers removed (replaced by one module unless replacement is "none")
+    replacement: str  # one of REPLACEMENTS
+    train_result: TrainResult | None  # None when the replacement was not trained
+
+    @property
+    def replacement_parameters(self) -> int:
+        """Parameters of the replacement module (0 for plain removal)."""
+        if self.replacement == "none":
+            return 0
+        return sum(p.numel() for p in get_layers(self.model)[self.start].parameters())
+
+
+def prune(
+    model: PreTrainedModel,
+    start: int,
+    n: int,
+    replacement: str = "none",
+    train_sequences: torch.Tensor | None = None,
+    train_config: TrainConfig | None = None,
+) -> PruneResult:
+    """A copy of ``model`` with layers ``start .. start+n-1`` replaced by a ``replacement``.
+
+    ``replacement`` is one of :data:`streamline_lib.replacement.REPLACEMENTS`. With
+    ``train_sequences`` (tokens from the ``train`` split) the replacement is trained by
+    :func:`streamline_lib.training.train_replacement` with ``train_config`` (default
+    :class:`TrainConfig`, whose ``seed`` also initialises the replacement), against
+    ``model``'s own hidden states for ``loss="mse"``; otherwise it is left untrained.
+    ``"none"`` has nothing to train and ignores ``train_sequences``.
+
+    ``model`` is not changed: the result holds a deep copy, so both are in memory.
+    """
+    config = train_config or TrainConfig()
+    module = make_replacement(model, start, n, replacement, seed=config.seed)  # validates start, n, replacement
+    pruned = copy.deepcopy(model)
+    if module is None:
+        return PruneResult(remove_layers(pruned, start, n), start, n, replacement, None)
+    replace_block(pruned, start, n, module)
+    trained = None
+    if train_sequences is not None:
+        trained = train_replacement(pruned, start, train_sequences, config, dense=model)
+    return PruneResult(pruned, start, n, replacement, trained)
+
+
+@dataclass(frozen=True)
+class IterativePruneResult:
+    """The model after ``n`` rounds of one-layer pruning, and what each round did."""
+
+    model: PreTrainedModel
+    replacement: str
+    starts: tuple[int, ...]  # per round, the position pruned in the model of that round
+    removed: tuple[int, ...]  # per round, the ORIGINAL index of the layer pruned
+    layer_map: tuple[int | None, ...]  # per layer of the final model: its original index, None for a replacement
+    train_results: tuple[TrainResult | None, ...]  # per round
+
+
+def prune_iterative(
+    model: PreTrainedModel,
+    n: int,
+    replacement: str,
+    calibration_sequences: torch.Tensor,
+    train_sequences: torch.Tensor | None = None,
+    train_config: TrainConfig | None = None,
+    metric: str = "cosine",
+) -> IterativePruneResult:
+    """Prune ``n`` layers one at a time, rescoring the current model every round.
+
+    Each round scores single layers of the CURRENT model on ``calibration_sequences``
+    (:func:`streamline_lib.scoring.score_blocks` with ``n=1`` and ``metric``), then
+    :func:`prune` removes the best one and puts a replacement in its place, trained on
+    ``train_sequences`` when given: so round ``k`` trains against the hidden states of
+    the round ``k-1`` model, not the original's. Only original decoder layers are
+    candidates (replacing a replacement removes nothing), and, for the FFN replacements,
+    not position 0 (see :func:`streamline_lib.replacement.make_replacement`).
+
+    ``replacement="layer"`` is refused: a copy of the one layer it replaces already
+    maps its input to its output exactly, so a round would change nothing. ``model``
+    is not changed.
+    """
+    check_replacement(replacement)
+    if replacement == "layer":
+        raise ValueError(
+            "replacement='layer' cannot be used iteratively: each round replaces ONE layer, and a copy of that "
+            f"layer already reproduces it, so nothing would be pruned; use one of "
+            f"{', '.join(r for r in REPLACEMENTS if r != 'layer')}, or prune() a block at once"
+        )
+    total = num_layers(model)
+    if not 1 <= n <= total - 1:
+        raise ValueError(f"n={n} rounds cannot prune a model with {total} layers; use 1 <= n <= {total - 1}")
+    config = train_config or TrainConfig()
+    current = model
+    layer_map: list[int | None] = list(range(total))
+    starts, removed, train_results = [], [], []
+    for _ in range(n):
+        scores = score_blocks(current, calibration_sequences, n=1, metric=metric, progress=config.progress)
+        candidates = [
+            score if layer_map[i] is not None and (replacement == "none" or i > 0) else math.nan
+            for i, score in enumerate(scores.scores)
+        ]
+        start = dataclasses.replace(scores, scores=tuple(candidates)).best_start
+        result = prune(current, start, 1, replacement, train_sequences, config)
+        starts.append(start)
+        removed.append(layer_map[start])
+        train_results.append(result.train_result)
+        if replacement == "none":
+            del layer_map[start]
+        else:
+            layer_map[start] = None
+        current = result.model
+    return IterativePruneResult(current, replacement, tuple(starts), tuple(removed), tuple(layer_map),
+                                tuple(train_results))

@@ -1,0 +1,150 @@
+"""prune() returns a new pruned model for every architecture and replacement; iterative pruning."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_layers import ARCHS, LAYERS, batch, build, greedy, logits, skip_with_hooks
+from test_training import FAST, counting_tokens, random_tokens, tiny_llama
+from torch import nn
+
+from streamline_lib.layers import get_layers, num_layers, remove_layers
+from streamline_lib.pruning import prune, prune_iterative
+from streamline_lib.replacement import REPLACEMENTS, ResidualFFN
+from streamline_lib.scoring import score_blocks
+from streamline_lib.training import TrainConfig
+
+
+def snapshot(model: nn.Module) -> tuple[dict, dict, list]:
+    """Everything prune must leave alone: weights, config and the layer objects."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return state, model.config.to_dict(), list(get_layers(model))
+
+
+def assert_unchanged(model: nn.Module, before: tuple[dict, dict, list]) -> None:
+    state, config, layers = before
+    assert model.config.to_dict() == config
+    assert list(get_layers(model)) == layers
+    assert model.state_dict().keys() == state.keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+CASES = [(model_type, kind) for model_type in ARCHS for kind in REPLACEMENTS]
+
+
+@pytest.mark.parametrize(("model_type", "kind"), CASES)
+def test_prune_every_architecture_with_every_replacement(model_type, kind):
+    dense = build(model_type)
+    before = snapshot(dense)
+    result = prune(dense, 1, 3, kind)
+    model = result.model
+    assert model is not dense and (result.start, result.n, result.replacement) == (1, 3, kind)
+    assert result.train_result is None
+    assert num_layers(model) == model.config.num_hidden_layers == LAYERS - 3 + (kind != "none")
+    inputs = batch()
+    out = logits(model, inputs)
+    assert out.shape == (inputs["attention_mask"].sum(), model.config.vocab_size)
+    assert torch.isfinite(out).all()
+    cached = greedy(model, inputs, use_cache=True)
+    torch.testing.assert_close(cached, greedy(model, inputs, use_cache=False), rtol=0, atol=0)
+    assert_unchanged(dense, before)
+
+
+def test_plain_removal_is_skipping_the_block():
+    dense = build("qwen2")
+    result = prune(dense, 2, 3)
+    skip_with_hooks(dense, range(2, 5))
+    torch.testing.assert_close(logits(result.model, batch()), logits(dense, batch()))
+
+
+def test_replacement_parameters():
+    dense = build("llama")
+    assert prune(dense, 1, 2, "none").replacement_parameters == 0
+    relu = prune(dense, 1, 2, "ffn_relu")
+    assert relu.replacement_parameters == 32 + 2 * 32 * 128 + 128 + 32  # norm, two projections, biases
+    layer = sum(p.numel() for p in get_layers(dense)[1].parameters())
+    assert prune(dense, 1, 2, "layer").replacement_parameters == layer
+
+
+def test_prune_trains_against_the_dense_model_and_leaves_it_alone():
+    dense = tiny_llama()
+    before = snapshot(dense)
+    result = prune(dense, 2, 3, "ffn_relu", random_tokens(), TrainConfig(**FAST))
+    assert result.train_result.best_val_loss < result.train_result.baseline_val_loss
+    assert isinstance(get_layers(result.model)[2], ResidualFFN)
+    assert_unchanged(dense, before)
+
+
+def test_prune_with_lm_loss():
+    dense = tiny_llama()
+    result = prune(dense, 2, 3, "layer", counting_tokens(), TrainConfig(**{**FAST, "loss": "lm"}))
+    assert result.train_result.loss == "lm"
+    assert result.train_result.best_val_loss < result.train_result.baseline_val_loss
+
+
+def test_none_ignores_training_sequences():
+    assert prune(build("llama"), 1, 2, "none", random_tokens(), TrainConfig(**FAST)).train_result is None
+
+
+@pytest.mark.parametrize(
+    ("start", "n", "kind", "message"),
+    [
+        (4, 3, "layer", "start=4 \\+ n=3 = 7 runs past the last layer; valid: n >= 1, 0 <= start, start \\+ n <= 6"),
+        (-1, 2, "none", "start=-1 is negative"),
+        (0, LAYERS, "none", "at least one layer must remain"),
+        (1, 0, "ffn", "n=0 is the number of layers to replace"),
+        (0, 2, "ffn_relu", "start=0"),
+        (1, 2, "lora", "unknown replacement 'lora'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_copying(start, n, kind, message):
+    dense = build("llama")
+    before = snapshot(dense)
+    with pytest.raises(ValueError, match=message):
+        prune(dense, start, n, kind)
+    assert_unchanged(dense, before)
+
+
+def test_iterative_plain_removal_records_the_original_layers():
+    dense = tiny_llama()
+    before = snapshot(dense)
+    calibration = random_tokens(8)
+    result = prune_iterative(dense, 2, "none", calibration, train_config=TrainConfig(progress=False))
+    assert num_layers(result.model) == 4 and len(result.removed) == len(set(result.removed)) == 2
+    assert result.layer_map == tuple(i for i in range(6) if i not in result.removed)
+    # round 1 picks the best single layer of the dense model, round 2 that of the model after round 1
+    first = score_blocks(dense, calibration, n=1, progress=False).best_start
+    assert result.starts[0] == result.removed[0] == first
+    after_first = remove_layers(copy.deepcopy(dense), first, 1)
+    assert result.starts[1] == score_blocks(after_first, calibration, n=1, progress=False).best_start
+    # the final model is the dense one with those original layers removed
+    expected = copy.deepcopy(dense)
+    for index in sorted(result.removed, reverse=True):
+        remove_layers(expected, index, 1)
+    inputs = {"input_ids": calibration, "attention_mask": torch.ones_like(calibration)}
+    torch.testing.assert_close(logits(result.model, inputs), logits(expected, inputs))
+    assert_unchanged(dense, before)
+
+
+def test_iterative_ffn_replaces_original_layers_only_and_trains_each_round():
+    dense = tiny_llama()
+    result = prune_iterative(dense, 3, "ffn_relu", random_tokens(8), random_tokens(), TrainConfig(**FAST))
+    assert num_layers(result.model) == 6  # one FFN per replaced layer
+    assert result.layer_map.count(None) == 3 and 0 not in result.starts
+    assert sorted(result.removed) == sorted(set(range(6)) - {i for i in result.layer_map if i is not None})
+    for start, trained in zip(result.starts, result.train_results):
+        assert isinstance(get_layers(result.model)[start], ResidualFFN)
+        assert trained.best_val_loss < trained.baseline_val_loss
+
+
+def test_iterative_refuses_layer_and_too_many_rounds():
+    dense = build("llama")
+    with pytest.raises(ValueError, match="replacement='layer' cannot be used iteratively"):
+        prune_iterative(dense, 2, "layer", random_tokens(4))
+    with pytest.raises(ValueError, match="n=6 rounds cannot prune a model with 6 layers; use 1 <= n <= 5"):
+        prune_iterative(dense, 6, "none", random_tokens(4))
+    with pytest.raises(ValueError, match="unknown replacement"):
+        prune_iterative(dense, 2, "lora", random_tokens(4))

@@ -1,0 +1,120 @@
+"""Replacement modules fit every supported architecture and start where they should."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_layers import ARCHS, batch, build, logits
+from torch import nn
+
+from streamline_lib.layers import final_norm, get_layers, remove_layers, replace_block
+from streamline_lib.replacement import ResidualFFN, SwiGLU, is_llama_style, make_ffn_like, make_replacement
+
+
+def replaced(model: nn.Module, kind: str, start: int = 1, n: int = 3, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with layers start..start+n-1 replaced by an untrained ``kind``."""
+    module = make_replacement(model, start, n, kind, seed=seed)
+    return replace_block(copy.deepcopy(model), start, n, module)
+
+
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_untrained_ffn_relu_is_plain_removal(model_type):
+    dense = build(model_type)
+    removed = remove_layers(copy.deepcopy(dense), 1, 3)
+    torch.testing.assert_close(logits(replaced(dense, "ffn_relu"), batch()), logits(removed, batch()),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "phi3", "gemma3_text"])
+def test_fresh_swiglu_starts_as_plain_removal(model_type):
+    dense = build(model_type)
+    removed = remove_layers(copy.deepcopy(dense), 1, 3)
+    torch.testing.assert_close(logits(replaced(dense, "ffn"), batch()), logits(removed, batch()), rtol=0, atol=0)
+
+
+def test_llama_style_swiglu_is_the_first_layer_without_attention():
+    model = build("llama")
+    layer = get_layers(model)[2]
+    ffn = make_replacement(model, 2, 3, "ffn")
+    assert isinstance(ffn, ResidualFFN) and isinstance(ffn.mlp, SwiGLU)
+    h = torch.randn(2, 5, model.config.hidden_size)
+    with torch.no_grad():
+        expected = h + layer.mlp(layer.post_attention_layernorm(h))
+        torch.testing.assert_close(ffn(h, "ignored", position_ids=None), expected, rtol=0, atol=0)
+    assert ffn.mlp.gate_proj.weight is not layer.mlp.gate_proj.weight  # a copy, not shared
+
+
+@pytest.mark.parametrize(("model_type", "inner"), [("gpt2", 4 * 32), ("opt", 4 * 32), ("phi3", 64)])
+def test_fresh_ffn_shapes(model_type, inner):
+    model = build(model_type)
+    ffn = make_replacement(model, 1, 2, "ffn")
+    assert ffn.mlp.gate_proj.weight.shape == (inner, 32)
+    relu = make_replacement(model, 1, 2, "ffn_relu")
+    assert [m.weight.shape for m in relu.mlp if isinstance(m, nn.Linear)] == [(4 * 32, 32), (32, 4 * 32)]
+    assert not relu.mlp[2].weight.any() and relu.mlp[0].weight.any()
+    assert type(ffn.norm) is type(relu.norm) is type(final_norm(model))  # the model's own kind of norm
+
+
+def test_layer_replacement_is_a_copy_of_the_first_removed_layer():
+    model = build("llama")
+    layer = make_replacement(model, 2, 3, "layer")
+    original = get_layers(model)[2]
+    assert type(layer) is type(original) and layer is not original
+    for (name, p), q in zip(layer.named_parameters(), original.parameters()):
+        assert torch.equal(p, q) and p is not q, name
+
+
+def test_none_is_no_module():
+    assert make_replacement(build("llama"), 1, 2, "none") is None
+
+
+@pytest.mark.parametrize("kind", ["ffn", "ffn_relu", "layer"])
+def test_replacement_keeps_dtype_and_device(kind):
+    model = build("gpt2").to(torch.bfloat16)
+    module = make_replacement(model, 1, 2, kind)
+    assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
+    assert {p.device for p in module.parameters()} == {model.device}
+    inputs = batch()
+    assert torch.isfinite(logits(replace_block(model, 1, 2, module), inputs).float()).all()
+
+
+def test_fresh_initialisation_is_seeded_and_leaves_the_global_rng_alone():
+    model = build("gpt2")
+    state = torch.random.get_rng_state()
+    a, b = (make_replacement(model, 1, 2, "ffn_relu", seed=3) for _ in range(2))
+    c = make_replacement(model, 1, 2, "ffn_relu", seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.mlp[0].weight, b.mlp[0].weight)
+    assert not torch.equal(a.mlp[0].weight, c.mlp[0].weight)
+
+
+def test_errors_name_the_problem():
+    model = build("llama")
+    with pytest.raises(ValueError, match="unknown replacement 'mlp'; choose one of: none, ffn, ffn_relu, layer"):
+        make_replacement(model, 1, 2, "mlp")
+    with pytest.raises(ValueError, match="'ffn' at start=0.*start >= 1"):
+        make_replacement(model, 0, 2, "ffn")
+    with pytest.raises(ValueError, match="start=5 \\+ n=2 = 7 runs past the last layer"):
+        make_replacement(model, 5, 2, "layer")
+    assert make_replacement(model, 0, 2, "layer") is not None  # a layer has attention: fine at position 0
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_fresh_ffn_has_the_shapes_of_the_ffn_replacement_even_on_meta(model_type):
+    model = build(model_type)
+    shapes = {k: v.shape for k, v in make_replacement(model, 1, 2, "ffn").state_dict().items()}
+    assert {k: v.shape for k, v in make_ffn_like(model, "ffn").state_dict().items()} == shapes
+    with torch.device("meta"):
+        skeleton = type(model)(model.config)
+    assert {p.device.type for p in make_ffn_like(skeleton, "ffn_relu").parameters()} == {"meta"}
+    with pytest.raises(ValueError, match="make_ffn_like builds 'ffn' or 'ffn_relu', not 'layer'"):
+        make_ffn_like(model, "layer")
+
+
+@pytest.mark.parametrize(("model_type", "expected"), [("llama", True), ("qwen2", True), ("gemma3_text", False),
+                                                      ("phi3", False), ("gpt2", False)])
+def test_llama_style_detection(model_type, expected):
+    model = build(model_type)
+    assert is_llama_style(get_layers(model)[0], model.config) is expected
