@@ -1,4 +1,9 @@
-"""Evaluate a (pruned) model: perplexity on held-out text."""
+"""Evaluate a (pruned) model: perplexity on held-out text, and zero-shot accuracy.
+
+Perplexity is computed here. Zero-shot multiple-choice accuracy (lm-eval's
+``acc`` / ``acc_norm``, cached on disk) lives in :mod:`streamline_lib.zero_shot`;
+its main entry points are re-exported so that one import serves both.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,26 @@ import torch
 from torch import nn
 
 from .progress import progress_bar
+from .zero_shot import (
+    ItemResult,
+    TaskResult,
+    ZeroShotResult,
+    above_chance_retention,
+    evaluate_zero_shot,
+    results_table,
+    retention,
+)
 
-__all__ = ["perplexity"]
+__all__ = [
+    "perplexity",
+    "evaluate_zero_shot",
+    "ZeroShotResult",
+    "TaskResult",
+    "ItemResult",
+    "retention",
+    "above_chance_retention",
+    "results_table",
+]
 
 
 @torch.inference_mode()

@@ -1,4 +1,5 @@
-"""Perplexity agrees with a direct computation and does not depend on the batch size."""
+"""Perplexity agrees with a direct computation and does not depend on the batch size; zero-shot
+accuracy of the real SmolLM2 is clearly above chance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from streamline_lib.evaluation import perplexity
+from streamline_lib.evaluation import evaluate_zero_shot, perplexity
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +35,38 @@ def test_perplexity_rejects_bad_shapes(tiny_model):
         perplexity(tiny_model, torch.zeros(3, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="num_seqs, seq_len"):
         perplexity(tiny_model, torch.zeros(8, dtype=torch.long))
+
+
+# --- zero-shot accuracy on the real bundled models (see tests/test_zero_shot.py for the unit tests) ---
+
+@pytest.mark.integration
+def test_smollm2_zero_shot_is_clearly_above_chance(smollm2):
+    model, tokenizer = smollm2
+    result = evaluate_zero_shot(model, tokenizer, tasks=["piqa", "arc_easy"], limit=40, cache=False,
+                                progress=False)
+    piqa, arc = result.tasks["piqa"], result.tasks["arc_easy"]
+    assert (piqa.n, arc.n) == (40, 40)
+    assert piqa.chance == 0.5 and arc.chance == pytest.approx(0.25, abs=0.01)  # a few ARC items have 3 or 5 options
+    # Measured: PIQA acc 0.725 / acc_norm 0.70, ARC-Easy 0.50 / 0.425 (first 40 items, float32).
+    assert piqa.acc >= 0.6 and piqa.acc_norm >= 0.6
+    assert arc.acc >= 0.4 and arc.acc_norm >= 0.35
+    assert result.average_acc == pytest.approx((piqa.acc + arc.acc) / 2)
+
+
+@pytest.mark.integration
+def test_real_tokenizers_split_like_lm_eval(smollm2):
+    from transformers import AutoTokenizer
+
+    from streamline_lib.benchmarks import load_task
+    from streamline_lib.models import bundled_model_dir
+    from streamline_lib.zero_shot import adds_bos, encode_requests
+
+    _, smollm2_tokenizer = smollm2
+    gemma_tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir("gemma3-270m"))
+    (item,) = load_task("piqa", limit=1)
+    context, continuation = item.requests()[0]
+    for tokenizer, bos in ((smollm2_tokenizer, False), (gemma_tokenizer, True)):  # lm-eval adds BOS for Gemma
+        assert adds_bos(tokenizer) is bos
+        (request,) = encode_requests(tokenizer, [(context, continuation)], max_length=2048)
+        assert (request.tokens[0] == tokenizer.bos_token_id) is bos
+        assert tokenizer.decode(request.tokens[-request.num_continuation:]) == continuation

@@ -1,0 +1,107 @@
+"""Evaluation results on disk, keyed so that a changed model or prompt never reuses a stale entry.
+
+A result is stored as a human-readable JSON file ``{"key": ..., "result": ...}``
+named by a hash of its key. The key is a JSON-able mapping chosen by the caller
+(for zero-shot scores: the model's fingerprint, task, limit, seed, hashes of the
+prompts and of their tokens, and the scoring code's version), so anything that can
+change a number must be in it. Writes are atomic (temporary file, then rename);
+a file that cannot be read, does not parse, holds another key or does not decode
+is ignored with a warning and the result recomputed and rewritten.
+
+:func:`model_fingerprint` hashes everything that decides a model's outputs: every
+parameter and buffer (name, shape, dtype and bytes), the module structure
+(``repr``) and the config. blake2b runs at about 1 GB/s, so a 135M-parameter model
+in float32 takes about half a second; compute it once per evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from .assets import cache_dir
+
+__all__ = ["fingerprint", "model_fingerprint", "results_dir", "result_path", "load_result", "store_result"]
+
+T = TypeVar("T")
+
+# Config entries that say where a model was loaded from, not what it computes.
+_LOCATION_KEYS = ("_name_or_path", "_model_name_or_path")
+
+
+def fingerprint(value: Any) -> str:
+    """blake2b hex digest of ``value`` as canonical JSON (sorted keys, tuples as lists)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())  # raw bytes of any dtype, bfloat16 included
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the model's weights, buffers, structure and config: equal only for the same model."""
+    digest = hashlib.blake2b(digest_size=32)
+    config = getattr(model, "config", None)
+    if config is not None:
+        settings = {k: v for k, v in config.to_dict().items() if k not in _LOCATION_KEYS}
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(repr(model).encode())
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            digest.update(f"\n{kind} {name} {tuple(tensor.shape)} {tensor.dtype}\n".encode())
+            digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def results_dir(folder: str | os.PathLike | None = None) -> Path:
+    """The folder for cached results (default: ``cache_dir()/results``), created if missing."""
+    path = Path(folder) if folder is not None else cache_dir() / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def result_path(folder: Path, key: Mapping[str, Any]) -> Path:
+    """Where the result for ``key`` lives in ``folder``."""
+    return folder / f"{fingerprint(key)}.json"
+
+
+def load_result(folder: Path, key: Mapping[str, Any], decode: Callable[[Any], T]) -> T | None:
+    """The stored result for ``key``, decoded, or None when there is none (or it is unusable)."""
+    path = result_path(folder, key)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["key"] != json.loads(json.dumps(key)):  # compare as JSON: tuples are lists there
+            raise ValueError("the file holds a different key")
+        return decode(data["result"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        warnings.warn(f"ignoring the unusable cached result {path} ({type(error).__name__}: {error}); "
+                      "recomputing it", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def store_result(folder: Path, key: Mapping[str, Any], result: Any) -> Path:
+    """Write ``result`` (JSON-able) for ``key`` atomically; returns the file's path."""
+    path = result_path(folder, key)
+    text = json.dumps({"key": key, "result": result}, indent=1, ensure_ascii=False)
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path

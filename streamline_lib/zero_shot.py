@@ -1,0 +1,476 @@
+"""Zero-shot multiple-choice accuracy, scored the way lm-evaluation-harness scores it.
+
+LLM-Streamline and its peers report zero-shot accuracy measured with EleutherAI's
+lm-evaluation-harness ("lm-eval"). This module reproduces its ``loglikelihood``
+scoring of multiple-choice tasks for decoder-only models, from the harness's
+documented behaviour (our own code):
+
+* **Tokenisation.** A request ``(context, continuation)`` is encoded whole; the
+  continuation's tokens are those after the first ``len(encode(context))``. Trailing
+  whitespace of the context moves to the continuation. The model sees
+  ``encode(context) + continuation tokens`` (lm-eval's ``context_enc +
+  continuation_enc``). A BOS token is prepended when the tokenizer adds one by
+  default (Gemma's does, SmolLM2's does not; lm-eval adds BOS for Gemma); an
+  empty context becomes the BOS token (EOS when there is none). Inputs longer than
+  the model's context are cut on the left, keeping the whole continuation.
+* **Score.** ``log P(continuation | context)``: the sum of the continuation tokens'
+  log-probabilities, from a log-softmax computed in float32 whatever the model's dtype.
+* **Accuracy.** ``acc``: the option with the highest log-likelihood is the answer.
+  ``acc_norm``: the highest log-likelihood per character of the option text (the
+  continuation without the one leading space lm-eval adds as ``target_delimiter``),
+  lm-eval's length normalisation. Ties go to the first option (``numpy.argmax``).
+  lm-eval reports ``acc_norm`` only for ARC, HellaSwag, OpenBookQA and PIQA; for
+  WinoGrande every option scores the same continuation, so here ``acc_norm == acc``.
+
+Requests are sorted by length and scored in right-padded batches, so the batch
+size changes speed, not results (up to float rounding). Results are cached on disk
+(:mod:`streamline_lib.results_cache`), keyed by the model's weights, the prompts,
+their tokens and :data:`SCORING_VERSION`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+
+from . import results_cache
+from .benchmarks import MultipleChoiceItem, chance_level, load_tasks
+from .progress import progress_bar
+
+if TYPE_CHECKING:
+    import pandas
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "SCORING_VERSION",
+    "METRICS",
+    "Metric",
+    "EncodedRequest",
+    "ItemResult",
+    "TaskResult",
+    "ZeroShotResult",
+    "adds_bos",
+    "max_context_length",
+    "encode_requests",
+    "score_requests",
+    "score_items",
+    "evaluate_zero_shot",
+    "retention",
+    "above_chance_retention",
+    "results_table",
+]
+
+# Part of every cache key: bump it whenever a change here or in the benchmarks'
+# item handling could change a stored number, so no stale result is ever reused.
+SCORING_VERSION = 1
+
+Metric = Literal["acc", "acc_norm"]
+METRICS: tuple[Metric, ...] = ("acc", "acc_norm")
+AVERAGE = "average"  # the key of the macro average in retention() results
+
+# lm-eval's context length when the model config names none (its HFLM default).
+DEFAULT_MAX_LENGTH = 2048
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+# --- tokenisation --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EncodedRequest:
+    """The tokens of one request: context then continuation, already cut to the model's context."""
+
+    tokens: tuple[int, ...]
+    num_continuation: int  # the last ``num_continuation`` tokens are the scored continuation
+
+
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether ``tokenizer`` starts every encoding with its BOS token by default (Gemma: yes)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos] \
+        and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def max_context_length(model: nn.Module) -> int:
+    """The longest input the model takes, from its config, as lm-eval finds it (default 2048)."""
+    config = getattr(model, "config", None)
+    for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_MAX_LENGTH
+
+
+def encode_requests(tokenizer: PreTrainedTokenizerBase, requests: Sequence[tuple[str, str]],
+                    max_length: int) -> list[EncodedRequest]:
+    """Tokenise ``(context, continuation)`` pairs as lm-eval does (see the module docstring).
+
+    Every input is cut on the left to ``max_length`` tokens (plus the last token,
+    which is predicted but never fed to the model).
+    """
+    moved = []
+    for context, continuation in requests:
+        kept = context.rstrip()
+        moved.append((kept, context[len(kept):] + continuation))
+    contexts = tokenizer([context for context, _ in moved], add_special_tokens=False)["input_ids"]
+    wholes = tokenizer([context + cont for context, cont in moved], add_special_tokens=False)["input_ids"]
+    prefix = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    empty_context = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    encoded = []
+    for (context, continuation), context_ids, whole_ids in zip(moved, contexts, wholes):
+        if context:
+            context_ids = prefix + context_ids
+            continuation_ids = (prefix + whole_ids)[len(context_ids):]
+        else:  # lm-eval: nothing to condition on, so the context is one BOS/EOS token
+            context_ids, continuation_ids = empty_context, whole_ids
+        if not continuation_ids:
+            raise ValueError(f"the continuation {continuation!r} of context {context[-60:]!r} has no "
+                             "tokens of its own; every option needs a non-empty continuation")
+        if len(continuation_ids) > max_length:
+            raise ValueError(f"a continuation of {len(continuation_ids)} tokens does not fit the model's "
+                             f"context of {max_length} tokens; shorten the option text")
+        tokens = (context_ids + continuation_ids)[-(max_length + 1):]
+        encoded.append(EncodedRequest(tuple(tokens), len(continuation_ids)))
+    return encoded
+
+
+# --- scoring -------------------------------------------------------------------------
+
+@torch.inference_mode()
+def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int = 16,
+                   progress: bool = True, desc: str = "log-likelihood") -> list[float]:
+    """``log P(continuation | context)`` of every request, in the order given.
+
+    Requests with the same input (one-token options of one context, e.g. BoolQ's
+    " no" / " yes") share one row, as lm-eval shares them. Rows are sorted longest
+    first and right-padded into batches of ``batch_size`` (attention mask on); only
+    the logits of continuation positions are computed (``logits_to_keep``) and
+    their log-softmax is taken in float32. The model is put in eval mode for the
+    call and restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
+    rows: dict[tuple[int, ...], list[int]] = {}  # model input (the last token is only predicted) -> requests
+    for i, request in enumerate(requests):
+        rows.setdefault(request.tokens[:-1], []).append(i)
+    inputs = sorted(rows, key=len, reverse=True)
+    batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+    device = next(model.parameters()).device
+    scores = [0.0] * len(requests)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in progress_bar(batches, desc, enabled=progress):
+            width = len(batch[0])
+            input_ids = torch.zeros(len(batch), width, dtype=torch.long)
+            attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, :len(ids)] = torch.tensor(ids)
+                attention_mask[row, :len(ids)] = 1
+            # Logits at position p predict token p + 1, so a continuation of n tokens is predicted
+            # from positions len(input) - n ... len(input) - 1. Keep logits from the earliest one.
+            first = min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                           use_cache=False, logits_to_keep=width - first).logits
+            for row, ids in enumerate(batch):
+                for i in rows[ids]:
+                    n = requests[i].num_continuation
+                    start = len(ids) - n - first
+                    logprobs = logits[row, start:start + n].float().log_softmax(dim=-1)
+                    targets = torch.tensor(requests[i].tokens[-n:], device=logprobs.device)
+                    scores[i] = logprobs.gather(-1, targets[:, None]).sum().item()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+# --- results -------------------------------------------------------------------------
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # first of ties, as numpy
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The scores of one item's options, and what follows from them.
+
+    Stored: every option's log-likelihood, its number of continuation tokens and
+    its length in characters (without lm-eval's leading delimiter space). Derived:
+    per-option perplexity, the ``acc`` and ``acc_norm`` predictions and whether
+    they are right.
+    """
+
+    task: str
+    index: int  # the item's row in its dataset split
+    gold: int
+    logliks: tuple[float, ...]
+    num_tokens: tuple[int, ...]
+    num_chars: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.logliks) == len(self.num_tokens) == len(self.num_chars) >= 2:
+            raise ValueError(f"{self.task}[{self.index}]: logliks, num_tokens and num_chars need one "
+                             "entry per option (at least 2)")
+        if not 0 <= self.gold < len(self.logliks):
+            raise ValueError(f"{self.task}[{self.index}]: gold {self.gold} outside the options")
+
+    @property
+    def perplexities(self) -> tuple[float, ...]:
+        """Per-option perplexity ``exp(-loglik / num_tokens)`` (the stability metric's input)."""
+        return tuple(math.exp(-ll / n) for ll, n in zip(self.logliks, self.num_tokens))
+
+    @property
+    def pred(self) -> int:
+        """The ``acc`` answer: the option with the highest log-likelihood."""
+        return _argmax(self.logliks)
+
+    @property
+    def pred_norm(self) -> int:
+        """The ``acc_norm`` answer: the highest log-likelihood per character."""
+        # An empty option text scores -inf, as lm-eval's numpy division by zero does.
+        return _argmax([ll / c if c else -math.inf for ll, c in zip(self.logliks, self.num_chars)])
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gold
+
+    @property
+    def correct_norm(self) -> bool:
+        return self.pred_norm == self.gold
+
+    def is_correct(self, metric: Metric = "acc") -> bool:
+        """Whether the answer under ``metric`` (``"acc"`` or ``"acc_norm"``) is the gold one."""
+        _check_metric(metric)
+        return self.correct if metric == "acc" else self.correct_norm
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's item results, accuracies and chance level."""
+
+    task: str
+    items: tuple[ItemResult, ...]
+    chance: float  # mean over items of 1 / number of options
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    def accuracy(self, metric: Metric = "acc") -> float:
+        """Share of items answered right under ``metric`` (``"acc"`` or ``"acc_norm"``)."""
+        _check_metric(metric)
+        return sum(item.is_correct(metric) for item in self.items) / self.n
+
+    @property
+    def acc(self) -> float:
+        return self.accuracy("acc")
+
+    @property
+    def acc_norm(self) -> float:
+        return self.accuracy("acc_norm")
+
+
+@dataclass(frozen=True)
+class ZeroShotResult:
+    """Results on several tasks; averages are macro averages over tasks, as the papers report."""
+
+    tasks: Mapping[str, TaskResult]
+    limit: int | None
+    seed: int | None
+
+    def average(self, metric: Metric = "acc") -> float:
+        """Mean over tasks of the per-task accuracy under ``metric``."""
+        return sum(task.accuracy(metric) for task in self.tasks.values()) / len(self.tasks)
+
+    @property
+    def average_acc(self) -> float:
+        return self.average("acc")
+
+    @property
+    def average_acc_norm(self) -> float:
+        return self.average("acc_norm")
+
+    @property
+    def average_chance(self) -> float:
+        return sum(task.chance for task in self.tasks.values()) / len(self.tasks)
+
+    @property
+    def items(self) -> tuple[ItemResult, ...]:
+        """Every item result, task after task (for the stability metric)."""
+        return tuple(item for task in self.tasks.values() for item in task.items)
+
+
+def _item_results(items: Sequence[MultipleChoiceItem], encoded: Sequence[EncodedRequest],
+                  logliks: Sequence[float]) -> tuple[ItemResult, ...]:
+    """Group per-request scores (in ``item.requests()`` order) back into item results."""
+    results, position = [], 0
+    for item in items:
+        options = range(position, position + len(item.choices))
+        position = options.stop
+        results.append(ItemResult(
+            task=item.task, index=item.index, gold=item.gold,
+            logliks=tuple(logliks[i] for i in options),
+            num_tokens=tuple(encoded[i].num_continuation for i in options),
+            num_chars=tuple(len(cont.removeprefix(" ")) for _, cont in item.requests()),
+        ))
+    return tuple(results)
+
+
+def _requests(items: Sequence[MultipleChoiceItem]) -> list[tuple[str, str]]:
+    return [request for item in items for request in item.requests()]
+
+
+def score_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Sequence[MultipleChoiceItem],
+                batch_size: int = 16, progress: bool = True) -> tuple[ItemResult, ...]:
+    """Score any multiple-choice items (no cache): one :class:`ItemResult` per item."""
+    encoded = encode_requests(tokenizer, _requests(items), max_context_length(model))
+    return _item_results(items, encoded, score_requests(model, encoded, batch_size, progress))
+
+
+# --- evaluation with the results cache ------------------------------------------------
+
+def _task_to_json(result: TaskResult) -> dict[str, Any]:
+    # acc, acc_norm and n are written for people reading the file; loading recomputes them.
+    return {"task": result.task, "chance": result.chance, "n": result.n, "acc": result.acc,
+            "acc_norm": result.acc_norm, "items": [asdict(item) for item in result.items]}
+
+
+def _task_from_json(data: dict[str, Any]) -> TaskResult:
+    items = tuple(ItemResult(task=d["task"], index=d["index"], gold=d["gold"], logliks=tuple(d["logliks"]),
+                             num_tokens=tuple(d["num_tokens"]), num_chars=tuple(d["num_chars"]))
+                  for d in data["items"])
+    return TaskResult(task=data["task"], items=items, chance=data["chance"])
+
+
+def _evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: str,
+                   items: Sequence[MultipleChoiceItem], limit: int | None, seed: int | None,
+                   model_fingerprint: str | None, cache_folder: Path | None, batch_size: int,
+                   progress: bool) -> TaskResult:
+    requests = _requests(items)
+    encoded = encode_requests(tokenizer, requests, max_context_length(model))
+    key = None
+    if cache_folder is not None:
+        # Prompts and tokens are both keyed: the tokens cover the tokenizer, BOS and
+        # truncation; the strings cover acc_norm's character counts.
+        key = {"model": model_fingerprint, "task": task, "limit": limit, "seed": seed,
+               "prompts": results_cache.fingerprint(requests),
+               "tokens": results_cache.fingerprint([[e.tokens, e.num_continuation] for e in encoded]),
+               "scoring_version": SCORING_VERSION}
+        cached = results_cache.load_result(cache_folder, key, _task_from_json)
+        if cached is not None:
+            return cached
+    logliks = score_requests(model, encoded, batch_size, progress, desc=task)
+    result = TaskResult(task, _item_results(items, encoded, logliks), chance_level(items))
+    if key is not None:
+        results_cache.store_result(cache_folder, key, _task_to_json(result))
+    return result
+
+
+def evaluate_zero_shot(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                       tasks: str | Iterable[str] | None = None, limit: int | None = None,
+                       seed: int | None = None, batch_size: int = 16,
+                       cache: bool | str | os.PathLike = True, progress: bool = True) -> ZeroShotResult:
+    """Zero-shot ``acc`` and ``acc_norm`` of ``model`` on benchmark tasks (default: all eight).
+
+    Args:
+        tasks: task names from :data:`streamline_lib.benchmarks.TASKS`, or None for all.
+        limit, seed: which items, as in :func:`streamline_lib.benchmarks.load_task`
+            (the first ``limit``, or a random subset of that size drawn with ``seed``).
+        batch_size: sequences per forward pass; changes speed, not results.
+        cache: True reuses and stores results under ``cache_dir()/results``; a
+            folder stores them there instead; False scores everything afresh.
+    """
+    items_by_task = load_tasks(tasks, limit, seed)
+    cache_folder = None if cache is False else results_cache.results_dir(None if cache is True else cache)
+    model_fingerprint = results_cache.model_fingerprint(model) if cache_folder is not None else None
+    results = {name: _evaluate_task(model, tokenizer, name, items, limit, seed, model_fingerprint,
+                                    cache_folder, batch_size, progress)
+               for name, items in items_by_task.items()}
+    return ZeroShotResult(results, limit, seed)
+
+
+# --- comparing a pruned model with the dense one ---------------------------------------
+
+def _check_comparable(pruned: ZeroShotResult, dense: ZeroShotResult) -> None:
+    if list(pruned.tasks) != list(dense.tasks):
+        raise ValueError(f"the results cover different tasks ({', '.join(pruned.tasks)} vs "
+                         f"{', '.join(dense.tasks)}); evaluate both models on the same tasks")
+    for name in dense.tasks:
+        if [i.index for i in pruned.tasks[name].items] != [i.index for i in dense.tasks[name].items]:
+            raise ValueError(f"{name}: the two results scored different items; evaluate both models "
+                             "with the same limit and seed")
+
+
+def _ratio(numerator: float, denominator: float, what: str) -> float:
+    """``numerator / denominator``, or NaN with a warning when the dense model's part is not positive."""
+    if denominator > 0:
+        return numerator / denominator
+    warnings.warn(f"{what} is undefined: the dense model's share to retain is {denominator:.4g}, not "
+                  "positive (at or below chance); reporting NaN", RuntimeWarning, stacklevel=3)
+    return math.nan
+
+
+def retention(pruned: ZeroShotResult, dense: ZeroShotResult, metric: Metric = "acc") -> dict[str, float]:
+    """Share of the dense accuracy kept: ``pruned / dense`` per task and on average.
+
+    The ``"average"`` entry is the ratio of the macro-average accuracies (how the
+    papers quote "retained performance", e.g. 54.1 / 59.7 = 90.6%), not the mean
+    of the per-task ratios. Ratios above 1 are possible.
+    """
+    _check_comparable(pruned, dense)
+    values = {}
+    for name, task in dense.tasks.items():  # a loop, not a comprehension: warnings point at the caller
+        values[name] = _ratio(pruned.tasks[name].accuracy(metric), task.accuracy(metric), f"retention on {name}")
+    values[AVERAGE] = _ratio(pruned.average(metric), dense.average(metric), "average retention")
+    return values
+
+
+def above_chance_retention(pruned: ZeroShotResult, dense: ZeroShotResult,
+                           metric: Metric = "acc") -> dict[str, float]:
+    """Share of the dense model's margin over chance that the pruned model keeps.
+
+    ``(pruned - chance) / (dense - chance)`` per task (chance: the mean of
+    1 / number of options over the items) and for the macro averages. Plain
+    retention flatters a broken model on two-option tasks (guessing keeps 50% / 60%
+    = 83% of a dense 60%); this measure gives it 0. NaN, with a warning, where the
+    dense model is not above chance; noisy where it is barely above.
+    """
+    _check_comparable(pruned, dense)
+    values = {}
+    for name, task in dense.tasks.items():
+        values[name] = _ratio(pruned.tasks[name].accuracy(metric) - task.chance,
+                              task.accuracy(metric) - task.chance, f"above-chance retention on {name}")
+    values[AVERAGE] = _ratio(pruned.average(metric) - dense.average_chance,
+                             dense.average(metric) - dense.average_chance, "average above-chance retention")
+    return values
+
+
+def results_table(results: Mapping[str, ZeroShotResult], metric: Metric = "acc") -> pandas.DataFrame:
+    """Accuracy under ``metric`` of several models: one row per task plus the average,
+    one column per model (the mapping's keys), and a ``chance`` column. Needs pandas
+    (the ``book`` extra)."""
+    import pandas
+
+    _check_metric(metric)
+    if not results:
+        raise ValueError("results_table() needs at least one result, e.g. {'dense': result}")
+    first = next(iter(results.values()))
+    for result in results.values():
+        _check_comparable(result, first)
+    rows = list(first.tasks) + [AVERAGE]
+    table = pandas.DataFrame(index=pandas.Index(rows, name="task"))
+    for name, result in results.items():
+        table[name] = [result.tasks[task].accuracy(metric) for task in first.tasks] + [result.average(metric)]
+    table["chance"] = [task.chance for task in first.tasks.values()] + [first.average_chance]
+    return table
