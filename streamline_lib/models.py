@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets
+from .export import load_pruned, read_metadata
 
 __all__ = ["BundledModel", "MODELS", "DEFAULT_MODEL", "bundled_model_dir", "resolve_dtype", "load_model"]
 
@@ -151,7 +152,9 @@ def load_model(
 
     Args:
         name_or_path: a bundled model (``smollm2-135m``, ``gemma3-270m``), a local
-            checkpoint folder or a Hugging Face id.
+            checkpoint folder (including one written by
+            :func:`streamline_lib.export.save_pruned`, whose FFN replacement comes back
+            in its fast form) or a Hugging Face id.
         dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
         device: where to put the whole model (ignored when ``device_map`` is given).
         device_map: passed to transformers, e.g. ``"auto"`` to spread a model that
@@ -160,7 +163,16 @@ def load_model(
     path = _resolve_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
+    metadata = read_metadata(path) if Path(path).is_dir() else None
+    if metadata is not None and metadata["storage"] != "transformers":
+        if device_map is not None:
+            raise ValueError(
+                f"{path} holds an FFN replacement that plain transformers cannot place with "
+                "device_map; load it with device=... instead (e.g. device='cuda')."
+            )
+        model = load_pruned(path, dtype=torch_dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device_map)
     if device_map is None:
         model.to(device)
     if tokenizer.pad_token is None:

@@ -1,0 +1,218 @@
+"""The ``streamline`` command: score blocks, prune a model, evaluate it.
+
+Every command has ``--help``. With ``--json`` the result is one JSON document on
+stdout; progress bars and logs go to stderr. Errors exit with status 2 and one
+line that names the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import assets
+from .layers import UnsupportedArchitectureError
+from .replacement import REPLACEMENTS
+from .scoring import METRICS
+
+__all__ = ["main", "build_parser"]
+
+# The short names lm-evaluation-harness users type, beside our full task names.
+TASK_ALIASES = {"arc_e": "arc_easy", "arc_c": "arc_challenge", "obqa": "openbookqa"}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="bundled model name, Hugging Face id or local folder (default: smollm2-135m)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (default: auto)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data selection and training (default: 0)")
+
+
+def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", default="cosine", choices=METRICS, help="layer-importance metric (default: cosine)")
+    parser.add_argument("--calib", default="wiki", help="calibration corpus: wiki, c4, stories, code, "
+                                                        "technical, multilingual (default: wiki)")
+    parser.add_argument("--num-seqs", type=int, default=32, help="calibration sequences (default: 32)")
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default: 256)")
+
+
+def _calibration(model, tokenizer, args):
+    from .text_data import token_sequences
+
+    return token_sequences(tokenizer, args.calib, "calibration", num_seqs=args.num_seqs, seq_len=args.seq_len,
+                           seed=args.seed, max_length=getattr(model.config, "max_position_embeddings", None))
+
+
+def _score(args: argparse.Namespace) -> dict:
+    from .models import load_model
+    from .scoring import score_blocks
+
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    result = score_blocks(model, _calibration(model, tokenizer, args), n=args.layers, metric=args.metric)
+    if not args.json:
+        better = "higher" if result.higher_is_better else "lower"
+        print(f"{args.metric} score of removing layers start..start+{args.layers - 1} ({better} = more redundant)")
+        for start, score in enumerate(result.scores):
+            print(f"start {start:3d}: {score:.6f}")
+        print(f"chosen start: {result.best_start} (layers {result.best_start}..{result.best_start + args.layers - 1})")
+    return {"metric": args.metric, "n": args.layers, "scores": [float(s) for s in result.scores],
+            "start": result.best_start}
+
+
+def _prune(args: argparse.Namespace) -> dict:
+    from .export import save_pruned
+    from .models import load_model
+    from .pruning import prune
+    from .scoring import score_blocks
+    from .sparsity import layers_for_sparsity
+    from .text_data import token_sequences
+    from .training import TrainConfig
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise FileExistsError(f"{out} exists and is not empty; pass --force to overwrite it")
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    n = args.layers if args.layers is not None else layers_for_sparsity(model, args.sparsity)
+    timings = {}
+    t0 = time.perf_counter()
+    start = score_blocks(model, _calibration(model, tokenizer, args), n=n, metric=args.metric).best_start
+    timings["score_s"] = time.perf_counter() - t0
+    _log(f"removing layers {start}..{start + n - 1} ({n} layers, metric {args.metric})")
+    train_sequences, config = None, None
+    if args.replacement != "none":
+        train_sequences = token_sequences(tokenizer, args.train_corpus, "train", seq_len=args.seq_len,
+                                          num_seqs=max(1, args.train_tokens // args.seq_len), seed=args.seed)
+        config = TrainConfig(loss=args.loss, seed=args.seed)
+    t0 = time.perf_counter()
+    result = prune(model, start, n, replacement=args.replacement, train_sequences=train_sequences,
+                   train_config=config)
+    timings["prune_s"] = time.perf_counter() - t0
+    save_pruned(result, tokenizer, out, source_model=args.model, metric=args.metric, train_config=config,
+                overwrite=args.force)
+    if not args.json:
+        print(f"saved the pruned model ({args.replacement}, layers {start}..{start + n - 1} removed) to {out}")
+    return {"out": str(out), "start": start, "n": n, "replacement": args.replacement, **timings}
+
+
+def _eval(args: argparse.Namespace) -> dict:
+    from .evaluation import evaluate_zero_shot, perplexity
+    from .models import load_model
+    from .text_data import token_sequences
+
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    tasks = [TASK_ALIASES.get(name, name) for name in args.tasks.split(",")] if args.tasks else None
+    result = evaluate_zero_shot(model, tokenizer, tasks=tasks, limit=args.limit, seed=args.seed)
+    heldout = token_sequences(tokenizer, "wiki", "heldout", num_seqs=args.ppl_seqs, seq_len=256, seed=args.seed)
+    ppl = perplexity(model, heldout)
+    table = {name: {"acc": task.acc, "acc_norm": task.acc_norm, "items": task.n}
+             for name, task in result.tasks.items()}
+    if not args.json:
+        print(f"{'task':<15} {'acc':>7} {'acc_norm':>9} {'items':>6}")
+        for name, row in table.items():
+            print(f"{name:<15} {row['acc']:7.4f} {row['acc_norm']:9.4f} {row['items']:6d}")
+        print(f"{'average':<15} {result.average_acc:7.4f} {result.average_acc_norm:9.4f}")
+        print(f"held-out Wikipedia perplexity: {ppl:.3f}")
+    return {"model": args.model, "tasks": table, "average": {"acc": result.average_acc,
+            "acc_norm": result.average_acc_norm}, "perplexity": ppl}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A sparsity: checked before the model is loaded, so a typo fails at once."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{value} is outside (0, 1); give the fraction of parameters to remove, e.g. 0.25 for 25%")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the command."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="streamline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    score = commands.add_parser("score", help="score every block of consecutive layers and pick one",
+                                description="Score every block of N consecutive layers on calibration text.")
+    _add_model_args(score)
+    score.add_argument("--layers", type=_positive_int, required=True, help="block length N")
+    _add_calibration_args(score)
+    score.add_argument("--json", action="store_true", help="print one JSON document: scores and start")
+    score.set_defaults(run=_score)
+
+    prune = commands.add_parser("prune", help="remove a block, train a replacement, save the model",
+                                description="Remove the most redundant block, optionally replace it with a "
+                                            "trained lightweight network, and save a transformers checkpoint.")
+    _add_model_args(prune)
+    size = prune.add_mutually_exclusive_group(required=True)
+    size.add_argument("--sparsity", type=_fraction, help="fraction of all parameters to remove, in (0, 1)")
+    size.add_argument("--layers", type=_positive_int, help="number of consecutive layers to remove")
+    prune.add_argument("--replacement", choices=REPLACEMENTS, default="none",
+                       help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU) "
+                            "or one decoder layer (default: none)")
+    prune.add_argument("--loss", choices=["mse", "lm"], default="mse", help="training loss (default: mse)")
+    prune.add_argument("--train-tokens", type=_positive_int, default=65_536,
+                       help="training tokens from the corpus's train split (default: 65536)")
+    prune.add_argument("--train-corpus", default="wiki", help="corpus for training (default: wiki)")
+    _add_calibration_args(prune)
+    prune.add_argument("--out", required=True, help="folder to write the pruned model to")
+    prune.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    prune.add_argument("--json", action="store_true", help="print one JSON document")
+    prune.set_defaults(run=_prune)
+
+    evaluate = commands.add_parser("eval", help="zero-shot accuracy on the eight tasks and perplexity",
+                                   description="Zero-shot accuracy (acc, acc_norm) per task and on average, "
+                                               "and held-out Wikipedia perplexity.")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--tasks", help="comma-separated tasks (default: all eight: arc_easy, arc_challenge, "
+                                          "boolq, hellaswag, openbookqa, rte, winogrande, piqa; "
+                                          "arc_e, arc_c and obqa also work)")
+    evaluate.add_argument("--limit", type=_positive_int, help="items per task (a seeded subset)")
+    evaluate.add_argument("--ppl-seqs", type=_positive_int, default=16,
+                          help="held-out sequences of 256 tokens for perplexity (default: 16)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON document")
+    evaluate.set_defaults(run=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError, assets.AssetUnavailableError,
+            UnsupportedArchitectureError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"streamline {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

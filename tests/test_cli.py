@@ -1,0 +1,109 @@
+"""The ``streamline`` command: help, JSON output, a prune-then-eval round trip, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streamline_lib.cli import main
+from streamline_lib.export import read_metadata
+from streamline_lib.layers import get_layers
+from streamline_lib.models import load_model
+from streamline_lib.replacement import ResidualFFN
+
+FAST_CALIBRATION = ["--num-seqs", "2", "--seq-len", "32", "--dtype", "float32"]
+
+
+@pytest.mark.parametrize("command", [[], ["score"], ["prune"], ["eval"]])
+def test_every_command_has_help(command):
+    done = subprocess.run([sys.executable, "-m", "streamline_lib.cli", *command, "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: streamline")
+    for subcommand in ("score", "prune", "eval") if not command else ():
+        assert subcommand in done.stdout
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(argv))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    # stderr may hold progress bars before it; the error itself is the one last line
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith(f"streamline {argv[0]}: error: "), captured.err
+    return last
+
+
+def test_unknown_model_is_one_line(capsys):
+    line = error_line(capsys, ["score", "--model", "no-such-model", "--layers", "3"])
+    assert "unknown model 'no-such-model'" in line and "smollm2-135m" in line
+
+
+@pytest.mark.parametrize("sparsity", ["0", "1", "1.5", "-0.2", "abc"])
+def test_sparsity_outside_the_unit_interval_is_refused(capsys, sparsity):
+    line = error_line(capsys, ["prune", "--sparsity", sparsity, "--out", "unused"])
+    assert "--sparsity" in line
+
+
+def test_sparsity_and_layers_exclude_each_other(capsys):
+    line = error_line(capsys, ["prune", "--sparsity", "0.25", "--layers", "3", "--out", "unused"])
+    assert "not allowed with argument" in line
+
+
+def test_prune_refuses_a_folder_with_files(capsys, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    line = error_line(capsys, ["prune", "--layers", "2", "--out", str(tmp_path)])
+    assert "--force" in line
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.integration
+def test_block_larger_than_the_model(capsys):
+    line = error_line(capsys, ["score", "--layers", "31", *FAST_CALIBRATION])
+    assert "30 layers" in line
+
+
+@pytest.mark.integration
+def test_unknown_task(capsys, tmp_path):
+    line = error_line(capsys, ["eval", "--tasks", "arc_e,trivia", "--limit", "2"])
+    assert "unknown task 'trivia'" in line
+
+
+@pytest.mark.integration
+def test_score_json_lists_every_start(capsys):
+    assert main(["score", "--layers", "8", "--json", *FAST_CALIBRATION]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["scores"]) == 30 - 8 + 1  # one per start 0 .. 22, in order
+    assert document["start"] == max(range(len(document["scores"])), key=document["scores"].__getitem__)
+    assert all(-1 <= s <= 1 for s in document["scores"])  # cosine similarities
+
+
+@pytest.mark.integration
+def test_prune_then_eval_round_trip(capsys, tmp_path):
+    out = tmp_path / "pruned"
+    assert main(["prune", "--layers", "4", "--replacement", "ffn", "--train-tokens", "256", "--json",
+                 "--out", str(out), *FAST_CALIBRATION]) == 0
+    pruned = json.loads(capsys.readouterr().out)
+    metadata = read_metadata(out)
+    assert (metadata["start"], metadata["n"], metadata["replacement"]) == (pruned["start"], 4, "ffn")
+    assert metadata["metric"] == "cosine" and metadata["training"]["config"]["loss"] == "mse"
+    model, _ = load_model(str(out), dtype="float32")
+    assert len(get_layers(model)) == 30 - 4 + 1
+    assert isinstance(get_layers(model)[pruned["start"]], ResidualFFN)
+
+    assert main(["eval", "--model", str(out), "--tasks", "arc_e,piqa", "--limit", "4", "--ppl-seqs", "1",
+                 "--json", "--dtype", "float32"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert set(evaluated["tasks"]) == {"arc_easy", "piqa"}
+    assert all(row["items"] == 4 and 0 <= row["acc"] <= 1 for row in evaluated["tasks"].values())
+    assert evaluated["perplexity"] > 1
+
+    # a second prune into the same folder needs --force
+    line = error_line(capsys, ["prune", "--layers", "4", "--out", str(out), *FAST_CALIBRATION])
+    assert "--force" in line
+    assert read_metadata(out)["replacement"] == "ffn"
