@@ -4,6 +4,11 @@
 :func:`streamline_lib.scoring.score_blocks`); :func:`prune_iterative` is the paper's
 iterative ablation, one layer per round, each chosen on the model pruned so far.
 
+Training is the slow step, so :func:`prune` can keep trained replacements on disk
+(``cache=True``): keyed by a fingerprint of the dense model, the block, the replacement,
+the training tokens and every training setting, so a notebook re-run or a later chapter
+gets the same replacement back in a second, and anything that changes it trains anew.
+
 Index convention (as in :mod:`streamline_lib.layers`): the block is layers
 ``start .. start+n-1``. With ``replacement="layer"`` one decoder layer comes back in
 their place, so ``n - 1`` layers are removed net; the authors' code instead replaces
@@ -14,14 +19,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors.torch import load_file, save_file
 
+from .assets import cache_dir
 from .layers import get_layers, num_layers, remove_layers, replace_block
 from .replacement import REPLACEMENTS, check_replacement, make_replacement
+from .results_cache import fingerprint, load_result, model_fingerprint, results_dir, store_result
 from .scoring import score_blocks
 from .training import TrainConfig, TrainResult, train_replacement
 
@@ -56,6 +67,7 @@ def prune(
     replacement: str = "none",
     train_sequences: torch.Tensor | None = None,
     train_config: TrainConfig | None = None,
+    cache: bool | str | os.PathLike = False,
 ) -> PruneResult:
     """A copy of ``model`` with layers ``start .. start+n-1`` replaced by a ``replacement``.
 
@@ -67,6 +79,10 @@ def prune(
     ``"none"`` has nothing to train and ignores ``train_sequences``.
 
     ``model`` is not changed: the result holds a deep copy, so both are in memory.
+
+    ``cache``: True keeps a trained replacement's weights and training record under
+    ``cache_dir()/pruned`` and reuses them when everything that decides them is the same
+    (see the module docstring); a folder keeps them there; False always trains.
     """
     config = train_config or TrainConfig()
     module = make_replacement(model, start, n, replacement, seed=config.seed)  # validates start, n, replacement
@@ -76,8 +92,43 @@ def prune(
     replace_block(pruned, start, n, module)
     trained = None
     if train_sequences is not None:
-        trained = train_replacement(pruned, start, train_sequences, config, dense=model)
+        if cache is False:
+            trained = train_replacement(pruned, start, train_sequences, config, dense=model)
+        else:
+            folder = results_dir(cache_dir() / "pruned" if cache is True else Path(cache))
+            key = _training_key(model, start, n, replacement, train_sequences, config)
+            trained = _load_trained(folder, key, module)
+            if trained is None:
+                trained = train_replacement(pruned, start, train_sequences, config, dense=model)
+                _store_trained(folder, key, module, trained)
     return PruneResult(pruned, start, n, replacement, trained)
+
+
+def _training_key(model: PreTrainedModel, start: int, n: int, replacement: str, sequences: torch.Tensor,
+                  config: TrainConfig) -> dict:
+    """Everything that decides a trained replacement's weights (progress bars do not)."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
+    tokens = hashlib.blake2b(sequences.to(torch.int64).contiguous().numpy().tobytes(), digest_size=32)
+    return {"kind": "trained-replacement", "model": model_fingerprint(model), "start": start, "n": n,
+            "replacement": replacement, "train_tokens": tokens.hexdigest(), "shape": list(sequences.shape),
+            "config": settings, "torch": torch.__version__}
+
+
+def _load_trained(folder: Path, key: dict, module: torch.nn.Module) -> TrainResult | None:
+    """Put the cached weights into ``module`` and return the cached record, or None on a miss."""
+    weights = folder / f"{fingerprint(key)}.safetensors"
+    record = load_result(folder, key, lambda data: TrainResult(**{
+        k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}))
+    if record is None or not weights.exists():
+        return None
+    module.load_state_dict(load_file(weights))
+    return record
+
+
+def _store_trained(folder: Path, key: dict, module: torch.nn.Module, trained: TrainResult) -> None:
+    weights = folder / f"{fingerprint(key)}.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, weights)
+    store_result(folder, key, dataclasses.asdict(trained))  # written last: a record implies its weights
 
 
 @dataclass(frozen=True)

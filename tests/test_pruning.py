@@ -14,7 +14,7 @@ from streamline_lib.layers import get_layers, num_layers, remove_layers
 from streamline_lib.pruning import prune, prune_iterative
 from streamline_lib.replacement import REPLACEMENTS, ResidualFFN
 from streamline_lib.scoring import score_blocks
-from streamline_lib.training import TrainConfig
+from streamline_lib.training import TrainConfig, train_replacement
 
 
 def snapshot(model: nn.Module) -> tuple[dict, dict, list]:
@@ -76,6 +76,27 @@ def test_prune_trains_against_the_dense_model_and_leaves_it_alone():
     assert result.train_result.best_val_loss < result.train_result.baseline_val_loss
     assert isinstance(get_layers(result.model)[2], ResidualFFN)
     assert_unchanged(dense, before)
+
+
+def test_cached_training_returns_the_same_replacement_and_retrains_on_any_change(tmp_path, monkeypatch):
+    import streamline_lib.pruning as pruning
+
+    dense, tokens, config = tiny_llama(), random_tokens(), TrainConfig(**FAST)
+    trained = []
+    monkeypatch.setattr(pruning, "train_replacement",
+                        lambda *a, **k: trained.append(1) or train_replacement(*a, **k))
+    first = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    again = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    assert len(trained) == 1
+    assert again.train_result == first.train_result
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(tokens[:2]).logits, first.model(tokens[:2]).logits, rtol=0, atol=0)
+    prune(dense, 2, 3, "ffn", tokens[:-1], config, cache=tmp_path)  # other training tokens
+    prune(dense, 2, 3, "ffn", tokens, TrainConfig(**{**FAST, "lr": 2e-2}), cache=tmp_path)  # other settings
+    prune(dense, 1, 3, "ffn", tokens, config, cache=tmp_path)  # another block
+    assert len(trained) == 4
+    prune(dense, 2, 3, "ffn", tokens, TrainConfig(**{**FAST, "progress": True}), cache=tmp_path)
+    assert len(trained) == 4  # progress bars do not change the weights
 
 
 def test_prune_with_lm_loss():

@@ -1,0 +1,45 @@
+"""Speed measurements return sane rates and decode exactly what greedy generation does."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from streamline_lib import speed
+
+
+def tiny() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_prefill_rate_is_positive_and_finite():
+    rate = speed.prefill_tokens_per_second(tiny(), torch.randint(0, 64, (4, 16)), batch_size=2, repeats=2)
+    assert 0 < rate < float("inf")
+
+
+def test_decode_runs_the_forward_passes_of_generate(monkeypatch):
+    model = tiny()
+    prompts = torch.randint(0, 64, (2, 5))
+    calls = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k))
+    rate = speed.decode_tokens_per_second(model, prompts, new_tokens=7, warmup=0, repeats=1)
+    assert 0 < rate < float("inf")
+    # one prefill of the whole prompt, then one single-token step per new token
+    assert calls == [(2, 5)] + [(2, 1)] * 7
+
+
+def test_decoded_tokens_are_greedy_generation():
+    model = tiny()
+    prompts = torch.randint(0, 64, (1, 5))
+    seen = []
+    original = model.forward
+    model.forward = lambda *a, **k: seen.append(k["input_ids"]) or original(*a, **k)
+    speed.decode_tokens_per_second(model, prompts, new_tokens=6, warmup=0, repeats=1)
+    del model.forward
+    expected = model.generate(prompts, max_new_tokens=7, do_sample=False, min_new_tokens=7)[0, 5:]
+    # each of the 6 timed steps feeds back the previous greedy token (the prefill chose the first)
+    assert torch.cat([t[0] for t in seen[1:]]).tolist() == expected[:6].tolist()
