@@ -34,4 +34,32 @@ def test_committed_notebook_is_a_full_run(notebook):
     assert injected and "SMOKE = False" in "".join(injected[0]["source"]), "run with make book (SMOKE=False)"
     errors = [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, f"{notebook.name} has error outputs"
+    bars = [o for c in code for o in c.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {}) or "it/s]" in "".join(o.get("text", ""))]
+    assert not bars, f"{notebook.name} shows progress bars: execute it with TQDM_DISABLE=1 (make book does)"
     assert any(o.get("data", {}).get("image/png") for c in code for o in c.get("outputs", [])), "no figure"
+
+
+CHAPTERS_WITH_VERDICTS = {"01_redundancy": {"C1"}, "02_metrics": {"C2"}, "03_replacement": {"C3", "C4"},
+                          "04_stability": {"C7"}, "05_sparsity": {"C5", "C6"}, "06_speed": {"C12"}}
+
+
+@pytest.mark.parametrize(("chapter", "claims"), CHAPTERS_WITH_VERDICTS.items())
+def test_committed_results_hold_each_chapters_verdicts(chapter, claims):
+    """The ledger reads notebooks/results/<chapter>.json, written by the chapter's full run."""
+    from streamline_lib.claims import ClaimVerdict, load_chapter_results
+
+    saved = load_chapter_results(ROOT / "notebooks" / "results")
+    assert chapter in saved, f"{chapter} saved no results: run make book"
+    verdicts = [ClaimVerdict(**v) for v in saved[chapter]["verdicts"]]  # validates every field
+    assert {v.claim for v in verdicts} == claims
+    assert saved[chapter]["numbers"], f"{chapter} saved no numbers"
+
+
+def test_ledger_page_shows_every_claim():
+    nb = json.loads((ROOT / "notebooks" / "07_ledger.ipynb").read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    tables = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)
+    for claim in set().union(*CHAPTERS_WITH_VERDICTS.values()):
+        assert f">{claim}</td>" in tables, f"the ledger does not show {claim}"
+    assert "not yet run" not in "".join("".join(o.get("text", "")) for o in outputs)

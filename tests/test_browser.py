@@ -1,0 +1,66 @@
+"""A real browser opens the built book: headless Chromium (Debian's package), driven by Playwright.
+
+Playwright is only the driver here; it never downloads a browser of its own. CI installs
+Chromium (see .ci/run); elsewhere the test fails with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if found := shutil.which(name):
+            return found
+    pytest.fail("Chromium is not installed; install Debian's package with "
+                "`sudo apt-get install -y --no-install-recommends chromium` and re-run")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.mark.book
+def test_index_page_renders_the_title_and_chapters(browser, html: Path):
+    page = browser.new_page()
+    page.goto((html / "index.html").as_uri())
+    page.wait_for_url("**/book/intro.html")  # index.html redirects to the introduction
+    page.wait_for_load_state()
+    assert "Streamlining LLMs" in page.title()
+    heading = page.locator("h1").first.inner_text()
+    assert "Streamlining LLMs" in heading
+    navigation = page.locator("nav.bd-links").inner_text()
+    for chapter in ("A tour of the model", "Redundant layers", "Claims ledger"):
+        assert chapter in navigation
+    page.close()
+
+
+@pytest.mark.book
+def test_chapter_page_shows_its_figures_at_full_size(browser, html: Path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((html / "notebooks" / "01_redundancy.html").as_uri())
+    assert "Redundant layers" in page.title()
+    figures = page.locator(".cell_output img")
+    assert figures.count() >= 3
+    first = figures.first
+    first.scroll_into_view_if_needed()
+    natural = first.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert natural[0] and natural[1] > 300 and natural[2] > 200, f"the heatmap did not load: {natural}"
+    box = first.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 200, f"the heatmap is drawn at {box}"
+    # the exercise solutions are folded away until clicked
+    assert page.locator(".solution.dropdown, details.solution, .dropdown").count() >= 1
+    page.close()
