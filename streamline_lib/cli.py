@@ -68,7 +68,7 @@ def _score(args: argparse.Namespace) -> dict:
 
 
 def _prune(args: argparse.Namespace) -> dict:
-    from .export import save_pruned
+    from .export import check_output_folder, save_pruned
     from .models import load_model
     from .pruning import prune
     from .scoring import score_blocks
@@ -77,8 +77,7 @@ def _prune(args: argparse.Namespace) -> dict:
     from .training import TrainConfig
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force to overwrite it")
+    check_output_folder(out, args.force, fix="pass --force to overwrite it")  # before loading and training
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     n = args.layers if args.layers is not None else layers_for_sparsity(model, args.sparsity)
     timings = {}

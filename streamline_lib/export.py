@@ -45,7 +45,7 @@ from .layers import decoder_layer_class, get_layers, replace_block
 from .pruning import PruneResult
 from .replacement import ResidualFFN, is_llama_style, make_ffn_like
 
-__all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "save_pruned", "read_metadata", "load_pruned"]
+__all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "check_output_folder", "save_pruned", "read_metadata", "load_pruned"]
 
 METADATA_FILE = "streamline.json"
 CUSTOM_WEIGHTS_FILE = "streamline_model.safetensors"
@@ -84,6 +84,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def check_output_folder(path: str | os.PathLike, overwrite: bool, fix: str = "pass overwrite=True") -> None:
+    """Refuse a ``path`` that is a file or a non-empty folder unless ``overwrite``; ``fix`` ends the message.
+
+    :func:`save_pruned` checks this itself; the CLI calls it too, before the slow work.
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; choose another folder or {fix}")
+
+
 def save_pruned(
     result: PruneResult,
     tokenizer: PreTrainedTokenizerBase,
@@ -99,8 +109,7 @@ def save_pruned(
     are written to a temporary folder first, so a failed save leaves ``path`` as it was.
     """
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; choose another folder or pass overwrite=True")
+    check_output_folder(path, overwrite)
     storage = _storage_format(result)
     model = result.model
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,7 @@ def load_model(
     path = _resolve_path(name_or_path)
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    metadata = read_metadata(path) if Path(path).is_dir() else None
+    metadata = read_metadata(path)  # None for a hub id or any folder not written by save_pruned
     if metadata is not None and metadata["storage"] != "transformers":
         if device_map is not None:
             raise ValueError(

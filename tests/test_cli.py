@@ -62,6 +62,13 @@ def test_prune_refuses_a_folder_with_files(capsys, tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_prune_refuses_an_output_path_that_is_a_file(capsys, tmp_path):
+    target = tmp_path / "model"
+    target.write_text("mine")
+    assert "--force" in error_line(capsys, ["prune", "--layers", "2", "--out", str(target)])
+    assert target.read_text() == "mine"
+
+
 @pytest.mark.integration
 def test_block_larger_than_the_model(capsys):
     line = error_line(capsys, ["score", "--layers", "31", *FAST_CALIBRATION])
