@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,7 @@ from torch import nn
 
 from . import results_cache
 from .benchmarks import MultipleChoiceItem, chance_level, load_tasks
+from .layers import lm_head
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ __all__ = [
 
 # Part of every cache key: bump it whenever a change here or in the benchmarks'
 # item handling could change a stored number, so no stale result is ever reused.
-SCORING_VERSION = 1
+SCORING_VERSION = 2
 
 Metric = Literal["acc", "acc_norm"]
 METRICS: tuple[Metric, ...] = ("acc", "acc_norm")
@@ -78,6 +80,10 @@ AVERAGE = "average"  # the key of the macro average in retention() results
 
 # lm-eval's context length when the model config names none (its HFLM default).
 DEFAULT_MAX_LENGTH = 2048
+
+# The shortest row of packed scoring (tokens): long enough that a row holds several
+# questions, short enough that attention over the whole row stays cheap.
+PACKED_ROW_TOKENS = 256
 
 
 def _check_metric(metric: str) -> None:
@@ -149,18 +155,53 @@ def encode_requests(tokenizer: PreTrainedTokenizerBase, requests: Sequence[tuple
 
 @torch.inference_mode()
 def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int = 16,
-                   progress: bool = True, desc: str = "log-likelihood") -> list[float]:
+                   progress: bool = True, desc: str = "log-likelihood", share_prefix: bool = True,
+                   groups: Sequence[Sequence[int]] | None = None) -> list[float]:
     """``log P(continuation | context)`` of every request, in the order given.
 
-    Requests with the same input (one-token options of one context, e.g. BoolQ's
-    " no" / " yes") share one row, as lm-eval shares them. Rows are sorted longest
-    first and right-padded into batches of ``batch_size`` (attention mask on); only
-    the logits of continuation positions are computed (``logits_to_keep``) and
-    their log-softmax is taken in float32. The model is put in eval mode for the
-    call and restored afterwards.
+    ``share_prefix=True`` (the default) runs the input prefix shared by a group of
+    requests once, packed with other groups into rows without padding (see
+    :func:`_score_packed`). ``groups`` lists the requests to share a prefix, e.g. the
+    options of one question (WinoGrande's differ inside the context, yet share the
+    sentence before the blank); by default, requests with the same context. ``share_prefix=False`` feeds every request whole, as
+    lm-eval does (:func:`_score_whole`); kept as the reference the benchmark and the
+    tests compare with. Both give the same numbers up to float rounding. Models with
+    sliding-window attention are scored whole when a packed context would be longer
+    than the window, which one packed mask cannot express for all layers.
+    The model is put in eval mode for the call and restored afterwards.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        if share_prefix and _fits_window(model, requests):
+            return _score_packed(model, requests, groups, batch_size, progress, desc)
+        return _score_whole(model, requests, batch_size, progress, desc)
+    finally:
+        model.train(was_training)
+
+
+def _fits_window(model: nn.Module, requests: Sequence[EncodedRequest]) -> bool:
+    """Whether every request is shorter than the model's sliding attention window, if it has one."""
+    window = getattr(getattr(model, "config", None), "sliding_window", None)
+    return not isinstance(window, int) or all(len(r.tokens) <= window for r in requests)
+
+
+def _continuation_logliks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum over positions of ``log_softmax(logits)[target]``, in float32: ``(rows, n, vocab) -> (rows,)``."""
+    logprobs = logits.float().log_softmax(dim=-1)
+    return logprobs.gather(-1, targets[..., None])[..., 0].sum(-1)
+
+
+def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int, progress: bool,
+                 desc: str) -> list[float]:
+    """Every request as one right-padded row ``tokens[:-1]``, longest first.
+
+    Requests with the same input (one-token options of one context, e.g. BoolQ's
+    " no" / " yes") share one row, as lm-eval shares them. Only the logits of
+    continuation positions are computed (``logits_to_keep``).
+    """
     rows: dict[tuple[int, ...], list[int]] = {}  # model input (the last token is only predicted) -> requests
     for i, request in enumerate(requests):
         rows.setdefault(request.tokens[:-1], []).append(i)
@@ -168,31 +209,179 @@ def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_s
     batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
     device = next(model.parameters()).device
     scores = [0.0] * len(requests)
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in progress_bar(batches, desc, enabled=progress):
-            width = len(batch[0])
-            input_ids = torch.zeros(len(batch), width, dtype=torch.long)
-            attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, :len(ids)] = torch.tensor(ids)
-                attention_mask[row, :len(ids)] = 1
-            # Logits at position p predict token p + 1, so a continuation of n tokens is predicted
-            # from positions len(input) - n ... len(input) - 1. Keep logits from the earliest one.
-            first = min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                           use_cache=False, logits_to_keep=width - first).logits
-            for row, ids in enumerate(batch):
-                for i in rows[ids]:
-                    n = requests[i].num_continuation
-                    start = len(ids) - n - first
-                    logprobs = logits[row, start:start + n].float().log_softmax(dim=-1)
-                    targets = torch.tensor(requests[i].tokens[-n:], device=logprobs.device)
-                    scores[i] = logprobs.gather(-1, targets[:, None]).sum().item()
-    finally:
-        model.train(was_training)
+    for batch in progress_bar(batches, desc, enabled=progress):
+        width = len(batch[0])
+        input_ids = torch.zeros(len(batch), width, dtype=torch.long)
+        attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+        # Logits at position p predict token p + 1, so a continuation of n tokens is predicted
+        # from positions len(input) - n ... len(input) - 1. Keep logits from the earliest one.
+        first = min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                       use_cache=False, logits_to_keep=width - first).logits
+        for row, ids in enumerate(batch):
+            for i in rows[ids]:
+                n = requests[i].num_continuation
+                start = len(ids) - n - first
+                targets = torch.tensor(requests[i].tokens[-n:], device=logits.device)
+                scores[i] = _continuation_logliks(logits[row, start:start + n], targets).item()
     return scores
+
+
+def _request_groups(requests: Sequence[EncodedRequest],
+                    groups: Sequence[Sequence[int]] | None) -> list[Sequence[int]]:
+    """The given groups, checked to cover every request once; by default requests with the same context."""
+    if groups is None:
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        for i, request in enumerate(requests):
+            by_context.setdefault(request.tokens[:-request.num_continuation], []).append(i)
+        return list(by_context.values())
+    if sorted(i for group in groups for i in group) != list(range(len(requests))):
+        raise ValueError("groups must list every request index exactly once")
+    return [group for group in groups if group]
+
+
+def _score_packed(model: nn.Module, requests: Sequence[EncodedRequest], groups: Sequence[Sequence[int]] | None,
+                  batch_size: int, progress: bool, desc: str) -> list[float]:
+    """Score requests packed as prefix trees: a shared prefix runs once, and almost no padding.
+
+    A group of requests forms a *segment*: the longest input prefix they share (a
+    question's context), then each request's own remaining input (its option; the
+    continuation's last token is only predicted, never fed). A 4-D attention mask
+    lets each request see the shared prefix and its own earlier tokens, not the other
+    requests', and its position ids continue from the shared prefix, so each request
+    is computed exactly as if fed alone. Segments are packed
+    first-fit into rows of at least :data:`PACKED_ROW_TOKENS` tokens (other segments
+    in a row are masked out), ``batch_size`` rows per forward pass. A question of k
+    options thus costs its context once instead of k times, and almost no padding.
+    """
+    segments = [_Segment.build([requests[i] for i in members], members)
+                for members in _request_groups(requests, groups)]
+    width = max(PACKED_ROW_TOKENS, max((len(s.tokens) for s in segments), default=0))
+    rows = _pack(segments, width)
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    scores = torch.zeros(len(requests), dtype=torch.float64)
+    for batch in progress_bar(batches, desc, enabled=progress):
+        inputs = _PackedBatch.build(batch, width)
+        mask = torch.zeros(inputs.allowed.shape, dtype=dtype).masked_fill_(~inputs.allowed, torch.finfo(dtype).min)
+        with _logits_only_at(model, inputs.keep.to(device)):
+            logits = model(input_ids=inputs.input_ids.to(device), attention_mask=mask[:, None].to(device),
+                           position_ids=inputs.position_ids.to(device), use_cache=False).logits[0]
+        logsumexp = logits.float().logsumexp(dim=-1)
+        picked = logits[inputs.logit_rows.to(device), inputs.targets.to(device)].float()
+        values = (picked - logsumexp[inputs.logit_rows.to(device)]).double().cpu()
+        scores.index_add_(0, inputs.request_ids, values)
+    return scores.tolist()
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Requests laid out as one prefix tree: their longest common input prefix, then each one's remainder."""
+
+    tokens: tuple[int, ...]  # the shared prefix, then each request's input after it
+    branches: tuple[int, ...]  # 0 for shared tokens, k for the k-th request's own tokens (1-based)
+    positions: tuple[int, ...]  # position ids: each token's place in its request's own input
+    predictions: tuple[tuple[int, int, int], ...]  # (offset whose logits predict, target token, request)
+
+    @classmethod
+    def build(cls, requests: Sequence[EncodedRequest], request_ids: Sequence[int]) -> _Segment:
+        inputs = [request.tokens[:-1] for request in requests]  # the last token is only predicted
+        shared = len(os.path.commonprefix(inputs))
+        tokens, branches, positions = list(inputs[0][:shared]), [0] * shared, list(range(shared))
+        predictions = []
+        for k, (request, request_id, ids) in enumerate(zip(requests, request_ids, inputs), start=1):
+            branch_start = len(tokens) - shared  # offset of the request's position q >= shared is q + this
+            tokens += ids[shared:]
+            branches += [k] * (len(ids) - shared)
+            positions += range(shared, len(ids))
+            for q in range(len(ids) - request.num_continuation, len(ids)):
+                offset = q if q < shared else q + branch_start
+                predictions.append((offset, request.tokens[q + 1], request_id))
+        return cls(tuple(tokens), tuple(branches), tuple(positions), tuple(predictions))
+
+
+def _pack(segments: Sequence[_Segment], width: int) -> list[list[_Segment]]:
+    """First-fit decreasing: longest segments first, each into the first row with room."""
+    rows: list[list[_Segment]] = []
+    free: list[int] = []
+    for segment in sorted(segments, key=lambda s: len(s.tokens), reverse=True):
+        for r, room in enumerate(free):
+            if len(segment.tokens) <= room:
+                rows[r].append(segment)
+                free[r] -= len(segment.tokens)
+                break
+        else:
+            rows.append([segment])
+            free.append(width - len(segment.tokens))
+    return rows
+
+
+@dataclass(frozen=True)
+class _PackedBatch:
+    """The tensors of one forward pass over packed rows."""
+
+    input_ids: torch.Tensor  # (rows, width)
+    position_ids: torch.Tensor  # (rows, width)
+    allowed: torch.Tensor  # (rows, width, width) bool: query position may attend to key position
+    keep: torch.Tensor  # (rows, width) bool: positions whose logits are needed
+    logit_rows: torch.Tensor  # (predictions,) index into the kept logits, row-major
+    targets: torch.Tensor  # (predictions,) the token each prediction scores
+    request_ids: torch.Tensor  # (predictions,) the request each prediction adds to
+
+    @classmethod
+    def build(cls, rows: Sequence[Sequence[_Segment]], width: int) -> _PackedBatch:
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+        position_ids = torch.zeros(len(rows), width, dtype=torch.long)
+        segment_of = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
+        branch_of = torch.zeros(len(rows), width, dtype=torch.long)
+        keep = torch.zeros(len(rows), width, dtype=torch.bool)
+        predictions = []  # (row, position, target, request)
+        for r, segments in enumerate(rows):
+            offset = 0
+            for s, segment in enumerate(segments):
+                span = slice(offset, offset + len(segment.tokens))
+                input_ids[r, span] = torch.tensor(segment.tokens)
+                position_ids[r, span] = torch.tensor(segment.positions)
+                segment_of[r, span] = s
+                branch_of[r, span] = torch.tensor(segment.branches)
+                predictions += [(r, offset + p, target, request) for p, target, request in segment.predictions]
+                offset += len(segment.tokens)
+        query, key = (slice(None), slice(None), None), (slice(None), None, slice(None))
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        same_tree = (segment_of[query] == segment_of[key]) & (segment_of[query] >= 0)
+        same_branch = (branch_of[key] == 0) | (branch_of[key] == branch_of[query])
+        allowed = (same_tree & same_branch & causal) | torch.eye(width, dtype=torch.bool)  # padding sees itself
+        for r, p, _, _ in predictions:
+            keep[r, p] = True
+        kept_index = keep.flatten().cumsum(0) - 1  # position in the kept logits, row-major
+        flat = torch.tensor([r * width + p for r, p, _, _ in predictions])
+        return cls(input_ids, position_ids, allowed, keep, kept_index[flat],
+                   torch.tensor([t for _, _, t, _ in predictions]), torch.tensor([q for _, _, _, q in predictions]))
+
+
+@contextmanager
+def _logits_only_at(model: nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """Within the block the LM head sees only the hidden states where ``keep`` (rows, width) is True.
+
+    The model then returns logits of shape ``(1, keep.sum(), vocab)``, row after row:
+    padded positions cost no LM-head product (a 49k-word vocabulary makes it a fifth of
+    a small model's compute per token). A hook on the head rather than a call of the
+    decoder and head by hand, so that whatever the architecture does after the head
+    (e.g. Gemma's logit soft-capping) still happens.
+    """
+
+    def select(module: nn.Module, args: tuple) -> tuple:
+        return (args[0][keep][None],) + args[1:]
+
+    handle = lm_head(model).register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 # --- results -------------------------------------------------------------------------
@@ -331,11 +520,21 @@ def _requests(items: Sequence[MultipleChoiceItem]) -> list[tuple[str, str]]:
     return [request for item in items for request in item.requests()]
 
 
+def _option_groups(items: Sequence[MultipleChoiceItem]) -> list[range]:
+    """The request indices of each item's options (requests are in ``_requests(items)`` order)."""
+    groups, position = [], 0
+    for item in items:
+        groups.append(range(position, position + len(item.choices)))
+        position += len(item.choices)
+    return groups
+
+
 def score_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Sequence[MultipleChoiceItem],
                 batch_size: int = 16, progress: bool = True) -> tuple[ItemResult, ...]:
     """Score any multiple-choice items (no cache): one :class:`ItemResult` per item."""
     encoded = encode_requests(tokenizer, _requests(items), max_context_length(model))
-    return _item_results(items, encoded, score_requests(model, encoded, batch_size, progress))
+    return _item_results(items, encoded, score_requests(model, encoded, batch_size, progress,
+                                                        groups=_option_groups(items)))
 
 
 # --- evaluation with the results cache ------------------------------------------------
@@ -370,7 +569,7 @@ def _evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: s
         cached = results_cache.load_result(cache_folder, key, _task_from_json)
         if cached is not None:
             return cached
-    logliks = score_requests(model, encoded, batch_size, progress, desc=task)
+    logliks = score_requests(model, encoded, batch_size, progress, desc=task, groups=_option_groups(items))
     result = TaskResult(task, _item_results(items, encoded, logliks), chance_level(items))
     if key is not None:
         results_cache.store_result(cache_folder, key, _task_to_json(result))

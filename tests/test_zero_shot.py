@@ -15,7 +15,15 @@ import warnings
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from streamline_lib import results_cache, zero_shot
 from streamline_lib.benchmarks import MultipleChoiceItem
@@ -158,20 +166,48 @@ def test_max_context_length_reads_the_config(model):
 
 # --- log-likelihoods -----------------------------------------------------------------------
 
-def test_logliks_equal_a_direct_unbatched_computation_at_any_batch_size(model, tokenizer):
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_logliks_equal_a_direct_unbatched_computation_at_any_batch_size(model, tokenizer, share_prefix):
     encoded = encode_requests(tokenizer, REQUESTS, max_length=128)
     direct = [_direct_loglik(model, list(e.tokens), e.num_continuation) for e in encoded]
     for batch_size in (1, 2, 3, 16):
-        scores = score_requests(model, encoded, batch_size=batch_size, progress=False)
+        scores = score_requests(model, encoded, batch_size=batch_size, progress=False, share_prefix=share_prefix)
         assert scores == pytest.approx(direct, rel=1e-5, abs=1e-5), batch_size
+
+
+def test_any_grouping_of_requests_gives_the_direct_scores(model, tokenizer):
+    # WinoGrande-like: the options differ inside the context and share the sentence before them.
+    requests = REQUESTS + [("The cat sat on the mat", " because it was warm."),
+                           ("The cat sat on the floor", " because it was warm.")]
+    encoded = encode_requests(tokenizer, requests, max_length=128)
+    direct = [_direct_loglik(model, list(e.tokens), e.num_continuation) for e in encoded]
+    for groups in ([[0, 1], [2], [3], [4], [5, 6]], [list(range(len(requests)))], [[6, 0], [1, 2, 3, 4, 5]]):
+        scores = score_requests(model, encoded, batch_size=2, progress=False, groups=groups)
+        assert scores == pytest.approx(direct, rel=1e-5, abs=1e-5), groups
+
+
+def test_groups_must_cover_every_request_once(model, tokenizer):
+    encoded = encode_requests(tokenizer, REQUESTS[:3], max_length=128)
+    with pytest.raises(ValueError, match="every request index exactly once"):
+        score_requests(model, encoded, progress=False, groups=[[0, 1], [1, 2]])
+
+
+def test_a_shared_prefix_is_fed_once(tokenizer):
+    (first, second) = encode_requests(tokenizer, REQUESTS[:2], max_length=128)
+    segment = zero_shot._Segment.build([first, second], [0, 1])
+    context = first.tokens[:-first.num_continuation]
+    assert len(segment.tokens) == len(first.tokens) + len(second.tokens) - 2 - len(context)
+    assert segment.tokens[:len(context)] == context and set(segment.branches[:len(context)]) == {0}
+    assert [r for _, _, r in segment.predictions] == [0] * first.num_continuation + [1] * second.num_continuation
 
 
 def test_padding_does_not_change_a_score(model, tokenizer):
     short, long = encode_requests(tokenizer, [REQUESTS[2], REQUESTS[3]], max_length=128)
     assert len(long.tokens) > 2 * len(short.tokens)
-    (alone,) = score_requests(model, [short], progress=False)
-    padded, _ = score_requests(model, [short, long], batch_size=2, progress=False)
-    assert padded == pytest.approx(alone, abs=1e-5)
+    for share_prefix in (True, False):
+        (alone,) = score_requests(model, [short], progress=False, share_prefix=share_prefix)
+        padded, _ = score_requests(model, [short, long], batch_size=2, progress=False, share_prefix=share_prefix)
+        assert padded == pytest.approx(alone, abs=1e-5)
 
 
 def test_one_token_options_of_one_context_share_a_row(model, tokenizer):
@@ -180,10 +216,35 @@ def test_one_token_options_of_one_context_share_a_row(model, tokenizer):
     shapes = []
     hook = model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape),
                                            with_kwargs=True)
-    scores = score_requests(model, encoded, batch_size=4, progress=False)
+    scores = score_requests(model, encoded, batch_size=4, progress=False, share_prefix=False)
     hook.remove()
     assert shapes == [(1, len(encoded[0].tokens) - 1)]
     assert scores == pytest.approx([_direct_loglik(model, list(e.tokens), 1) for e in encoded], abs=1e-5)
+
+
+def test_sliding_window_models_are_scored_exactly(tokenizer):
+    """A packed row longer than a sliding window would see too far back; such inputs are scored whole."""
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                           sliding_window=8)
+    windowed = MistralForCausalLM(config).eval()
+    encoded = encode_requests(tokenizer, REQUESTS, max_length=128)
+    assert max(len(e.tokens) for e in encoded) > 8
+    direct = [_direct_loglik(windowed, list(e.tokens), e.num_continuation) for e in encoded]
+    assert score_requests(windowed, encoded, progress=False) == pytest.approx(direct, rel=1e-5, abs=1e-5)
+
+
+def test_packed_scoring_matches_on_gemma3(tokenizer):
+    """Gemma 3 (logit soft-capping, BOS, its own mask handling) packed as well as alone."""
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                              sliding_window=64, final_logit_softcapping=30.0)
+    gemma = Gemma3ForCausalLM(config).eval()
+    encoded = encode_requests(tokenizer, REQUESTS, max_length=128)
+    direct = [_direct_loglik(gemma, list(e.tokens), e.num_continuation) for e in encoded]
+    assert score_requests(gemma, encoded, batch_size=2, progress=False) == pytest.approx(direct, rel=1e-5, abs=1e-5)
 
 
 def test_bfloat16_model_scores_close_to_float32(model, tokenizer):
