@@ -4,11 +4,12 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 TORCH  := torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 BOOK_HTML := book/_build/html
 
-.PHONY: setup book notebooks html test lab clean
+.PHONY: setup book notebooks html test bench lab clean
 
 setup: $(STAMP)
 
@@ -37,6 +38,16 @@ html: $(STAMP)
 ## test: the whole pytest suite (unit, integration on the bundled model, notebook smoke runs, book build)
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## bench: speed and agreement of the zero-shot scorers (packed, whole requests, lm-evaluation-harness);
+## options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--limit 10 --tasks arc_easy,piqa"
+bench: $(BENCH_STAMP)
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/scorer_speed.py $(BENCH_ARGS)
+
+# the bench extra (lm-eval) on top of the set-up, installed once
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	touch $(BENCH_STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

@@ -102,13 +102,15 @@ def _prune(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
+    from .benchmarks import EVAL_SET
     from .evaluation import evaluate_zero_shot, perplexity
     from .models import load_model
     from .text_data import token_sequences
 
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     tasks = [TASK_ALIASES.get(name, name) for name in args.tasks.split(",")] if args.tasks else None
-    result = evaluate_zero_shot(model, tokenizer, tasks=tasks, limit=args.limit, seed=args.seed)
+    limit = EVAL_SET if args.limit is None else args.limit
+    result = evaluate_zero_shot(model, tokenizer, tasks=tasks, limit=limit, seed=args.seed)
     heldout = token_sequences(tokenizer, "wiki", "heldout", num_seqs=args.ppl_seqs, seq_len=256, seed=args.seed)
     ppl = perplexity(model, heldout)
     table = {name: {"acc": task.acc, "acc_norm": task.acc_norm, "items": task.n}
@@ -191,9 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tasks", help="comma-separated tasks (default: all eight: arc_easy, arc_challenge, "
                                           "boolq, hellaswag, openbookqa, rte, winogrande, piqa; "
                                           "arc_e, arc_c and obqa also work)")
-    evaluate.add_argument("--limit", type=_positive_int, help="items per task (a seeded subset)")
-    evaluate.add_argument("--ppl-seqs", type=_positive_int, default=16,
-                          help="held-out sequences of 256 tokens for perplexity (default: 16)")
+    evaluate.add_argument("--limit", type=_positive_int,
+                          help="items per task, a seeded subset (default: the book's evaluation set, 2,346 items)")
+    evaluate.add_argument("--ppl-seqs", type=_positive_int, default=64,
+                          help="held-out sequences of 256 tokens for perplexity (default: 64)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document")
     evaluate.set_defaults(run=_eval)
     return parser

@@ -28,6 +28,7 @@ Everything is deterministic given :attr:`TrainConfig.seed`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -44,6 +45,7 @@ from torch.nn import functional
 from .hidden_states import iter_hidden_states
 from .layers import get_layers, num_layers
 from .progress import progress_bar
+from .results_cache import model_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -118,7 +120,7 @@ class TrainResult:
     steps: int  # optimizer steps taken
     stopped_early: bool
     pairs_on_disk: bool  # whether the mse pairs were streamed from disk (False for lm, which has none)
-    wall_time: float  # seconds, including the dense pass that computes the pairs
+    wall_time: float  # seconds, including the dense pass that computes the pairs (unless reused: see _block_pairs)
 
 
 def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -218,6 +220,37 @@ def _dense_pairs(
             row += size
     finally:
         handle.remove()
+    return pairs
+
+
+# The dense pairs of the last block trained in RAM, reused when the next replacement
+# is trained on the same block, model and sequences (a chapter trains several variants
+# of one block; the dense pass costs more than training an FFN). One entry: a block's
+# pairs take ~1 GB for 1,000 sequences of 256 tokens.
+_LAST_PAIRS: dict[tuple, tuple[_Pairs, _Pairs, _Calls]] = {}
+
+
+def _block_pairs(
+    dense: PreTrainedModel, start: int, n: int, train_seqs: torch.Tensor, val_seqs: torch.Tensor,
+    config: TrainConfig, directory: str | None,
+) -> tuple[_Pairs, _Pairs, _Calls]:
+    """The training and validation pairs of the block, from the in-RAM cache or a dense pass.
+
+    Pairs streamed to disk (``directory``) live only as long as one training and are
+    not kept.
+    """
+    tokens = hashlib.blake2b(digest_size=16)
+    for seqs in (train_seqs, val_seqs):
+        tokens.update(seqs.to(torch.int64).contiguous().numpy().tobytes())
+    key = (model_fingerprint(dense), start, n, tokens.hexdigest(), config.batch_size)
+    if directory is None and key in _LAST_PAIRS:
+        return _LAST_PAIRS[key]
+    calls: _Calls = {}
+    pairs = (_dense_pairs(dense, start, n, train_seqs, config, directory, "train", calls),
+             _dense_pairs(dense, start, n, val_seqs, config, directory, "validation", calls), calls)
+    _LAST_PAIRS.clear()
+    if directory is None:
+        _LAST_PAIRS[key] = pairs
     return pairs
 
 
@@ -442,15 +475,9 @@ def train_replacement(
             pair_bytes = 2 * sequences.numel() * dense.config.hidden_size * dense.dtype.itemsize
             pairs_on_disk = pair_bytes > config.pair_memory_gb * 2**30
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="pairs_")) if pairs_on_disk else None
-            calls: _Calls = {}
-            objective = _MSEObjective(
-                replacement,
-                _dense_pairs(dense, start, n, train_seqs, config, directory, "train", calls),
-                _dense_pairs(dense, start, n, val_seqs, config, directory, "validation", calls),
-                calls,
-                config.batch_size,
-                config.mse_skip_tokens,
-            )
+            train_pairs, val_pairs, calls = _block_pairs(dense, start, n, train_seqs, val_seqs, config, directory)
+            objective = _MSEObjective(replacement, train_pairs, val_pairs, calls, config.batch_size,
+                                      config.mse_skip_tokens)
         else:
             objective = _LMObjective(pruned, replacement, train_seqs, val_seqs, config.batch_size)
         baseline = objective.baseline()

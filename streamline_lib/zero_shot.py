@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from . import results_cache
-from .benchmarks import MultipleChoiceItem, chance_level, load_tasks
+from .benchmarks import EVAL_SEED, EVAL_SET, Limit, MultipleChoiceItem, chance_level, load_tasks, task_limit
 from .layers import lm_head
 from .progress import progress_bar
 
@@ -475,7 +475,7 @@ class ZeroShotResult:
     """Results on several tasks; averages are macro averages over tasks, as the papers report."""
 
     tasks: Mapping[str, TaskResult]
-    limit: int | None
+    limit: Limit
     seed: int | None
 
     def average(self, metric: Metric = "acc") -> float:
@@ -577,15 +577,21 @@ def _evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: s
 
 
 def evaluate_zero_shot(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                       tasks: str | Iterable[str] | None = None, limit: int | None = None,
-                       seed: int | None = None, batch_size: int = 16,
+                       tasks: str | Iterable[str] | None = None, limit: Limit = EVAL_SET,
+                       seed: int | None = EVAL_SEED, batch_size: int = 16,
                        cache: bool | str | os.PathLike = True, progress: bool = True) -> ZeroShotResult:
     """Zero-shot ``acc`` and ``acc_norm`` of ``model`` on benchmark tasks (default: all eight).
 
+    By default on the book's shared evaluation set
+    (:data:`streamline_lib.benchmarks.EVAL_SET`, 2,346 items), so every model is
+    scored on the same items and paired comparisons apply
+    (:mod:`streamline_lib.statistics`).
+
     Args:
         tasks: task names from :data:`streamline_lib.benchmarks.TASKS`, or None for all.
-        limit, seed: which items, as in :func:`streamline_lib.benchmarks.load_task`
-            (the first ``limit``, or a random subset of that size drawn with ``seed``).
+        limit, seed: which items, as in :func:`streamline_lib.benchmarks.load_tasks`:
+            one limit for every task or one per task, the first ``limit`` items or a
+            random subset of that size drawn with ``seed``; ``limit=None``: every item.
         batch_size: sequences per forward pass; changes speed, not results.
         cache: True reuses and stores results under ``cache_dir()/results``; a
             folder stores them there instead; False scores everything afresh.
@@ -593,7 +599,7 @@ def evaluate_zero_shot(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
     items_by_task = load_tasks(tasks, limit, seed)
     cache_folder = None if cache is False else results_cache.results_dir(None if cache is True else cache)
     model_fingerprint = results_cache.model_fingerprint(model) if cache_folder is not None else None
-    results = {name: _evaluate_task(model, tokenizer, name, items, limit, seed, model_fingerprint,
+    results = {name: _evaluate_task(model, tokenizer, name, items, task_limit(limit, name), seed, model_fingerprint,
                                     cache_folder, batch_size, progress)
                for name, items in items_by_task.items()}
     return ZeroShotResult(results, limit, seed)

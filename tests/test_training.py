@@ -126,6 +126,22 @@ def test_pairs_streamed_from_disk_train_exactly_as_in_ram(dense, kind):
     assert_same_state(replacement_state(in_ram), replacement_state(on_disk))
 
 
+def test_dense_pairs_are_computed_once_per_block_and_reused_by_the_next_variant(dense):
+    dense_calls = []
+    handle = get_layers(dense)[0].register_forward_pre_hook(lambda module, args: dense_calls.append(1))
+    try:
+        first, a = train(dense, "layer")
+        after_first = len(dense_calls)
+        second, b = train(dense, "layer")  # same block, model and sequences: no dense pass
+        assert after_first > 0 and len(dense_calls) == after_first
+        train(dense, "ffn", random_tokens(num_seqs=48))  # other sequences: a new dense pass
+        assert len(dense_calls) > after_first
+    finally:
+        handle.remove()
+    assert (a.train_losses, a.val_losses) == (b.train_losses, b.val_losses)
+    assert_same_state(replacement_state(first), replacement_state(second))
+
+
 def test_early_stopping_restores_the_best_weights(dense):
     untrained = replacement_state(pruned_with(dense, "ffn"))
     pruned, result = train(dense, "ffn", lr=10.0, min_lr=0.0, warmup_fraction=0.0, eval_every=1, patience=2)

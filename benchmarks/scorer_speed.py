@@ -1,0 +1,239 @@
+"""Speed and agreement of three zero-shot multiple-choice scorers on the same items and machine.
+
+The three scorers compute ``log P(continuation | context)`` of every option of the
+same items (``streamline_lib.benchmarks.load_tasks(tasks, limit, seed=0)``), from the
+same ``(context, continuation)`` requests (``zero_shot._requests``), with the same
+loaded model, tokenizer and batch size:
+
+* **new**: ``zero_shot.score_requests(..., share_prefix=True, groups=...)``, packed
+  prefix-tree scoring: an item's shared prefix runs once, its options are packed
+  with other items into rows with almost no padding.
+* **old**: the same function with ``share_prefix=False``: every request whole, in
+  right-padded batches, longest first, as lm-evaluation-harness does.
+* **lm-eval**: lm-evaluation-harness 0.4.13's ``HFLM.loglikelihood`` wrapping the
+  already-loaded model and tokenizer (``pip install -e '.[bench]'``).
+
+Measured: wall-clock seconds per task and scorer, from the request strings to the
+log-likelihoods, tokenisation included (lm-eval's ``loglikelihood`` tokenises, so
+our scorers' timings include ``encode_requests`` too); items per second; the speed
+ratios new/old and new/lm-eval. Each scorer is warmed up once on a few items before
+anything is timed; tasks are timed one after the other, the three scorers in turn
+on each task. Acc and acc_norm come from each scorer's log-likelihoods through the
+library's own ``ItemResult`` logic, macro-averaged over tasks as ``ZeroShotResult``
+does. The script exits with status 1 when the scorers' accuracies differ by more
+than one point on any task or on average (with few items per task, one flipped
+near-tie can be more than one point).
+
+Deliberate difference: lm-eval computes its log-softmax in the model's dtype
+unless told otherwise, ours always in float32, so HFLM gets ``softmax_dtype=float32``.
+With the default float32 model this changes nothing; with ``--dtype bfloat16`` it
+keeps all three computing the same numbers, so only their speed differs.
+
+Run ``make bench``, or ``python benchmarks/scorer_speed.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from streamline_lib.benchmarks import TASKS, MultipleChoiceItem, chance_level, load_tasks
+from streamline_lib.models import DEFAULT_MODEL, load_model
+from streamline_lib.zero_shot import (
+    METRICS,
+    EncodedRequest,
+    TaskResult,
+    ZeroShotResult,
+    _item_results,
+    _option_groups,
+    _requests,
+    encode_requests,
+    max_context_length,
+    score_requests,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+SEED = 0
+WARMUP_ITEMS = 4  # items of the first task each scorer runs once before any timing
+TOLERANCE = 0.01  # accuracies agree when they differ by at most one point
+TOTAL = "total"
+DESCRIPTIONS = {"new": "packed prefix trees", "old": "whole requests", "lm-eval": "HFLM.loglikelihood"}
+
+Scorer = Callable[[Sequence[MultipleChoiceItem]], list[float]]  # items -> one log-likelihood per request
+
+
+def _encode(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+            items: Sequence[MultipleChoiceItem]) -> list[EncodedRequest]:
+    return encode_requests(tokenizer, _requests(items), max_context_length(model))
+
+
+def library_scorer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+                   share_prefix: bool) -> Scorer:
+    """The library's scorer: packed prefix trees (``share_prefix=True``) or whole requests."""
+
+    def score(items: Sequence[MultipleChoiceItem]) -> list[float]:
+        groups = _option_groups(items) if share_prefix else None
+        return score_requests(model, _encode(model, tokenizer, items), batch_size, progress=False,
+                              share_prefix=share_prefix, groups=groups)
+
+    return score
+
+
+def harness_scorer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> Scorer:
+    """lm-evaluation-harness's ``HFLM.loglikelihood`` on the already-loaded model and tokenizer."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, softmax_dtype=torch.float32)
+
+    def score(items: Sequence[MultipleChoiceItem]) -> list[float]:
+        requests = _requests(items)
+        # As lm-eval's multiple-choice tasks build them: one Instance per option, idx = the option.
+        instances = [Instance("loglikelihood", doc={}, arguments=requests[i], idx=option,
+                              metadata=(item.task, item.index, 1))
+                     for item, group in zip(items, _option_groups(items)) for option, i in enumerate(group)]
+        return [loglik for loglik, _ in lm.loglikelihood(instances, disable_tqdm=True)]
+
+    return score
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scorer on one task: its wall-clock time and its log-likelihoods."""
+
+    seconds: float
+    logliks: list[float]
+
+
+def timed(scorer: Scorer, items: Sequence[MultipleChoiceItem]) -> Run:
+    start = time.perf_counter()
+    logliks = scorer(items)
+    return Run(time.perf_counter() - start, logliks)
+
+
+def run_all(scorers: Mapping[str, Scorer],
+            items_by_task: Mapping[str, list[MultipleChoiceItem]]) -> dict[str, dict[str, Run]]:
+    """``runs[scorer][task]``, after warming every scorer up on the first task's first items."""
+    warmup = next(iter(items_by_task.values()))[:WARMUP_ITEMS]
+    for scorer in scorers.values():
+        scorer(warmup)
+    runs: dict[str, dict[str, Run]] = {name: {} for name in scorers}
+    for task, items in items_by_task.items():
+        for name, scorer in scorers.items():
+            runs[name][task] = timed(scorer, items)
+    return runs
+
+
+def accuracies(runs: Mapping[str, Run], items_by_task: Mapping[str, list[MultipleChoiceItem]],
+               encoded: Mapping[str, list[EncodedRequest]], limit: int) -> ZeroShotResult:
+    """One scorer's log-likelihoods as the library's results (acc, acc_norm, macro averages)."""
+    tasks = {task: TaskResult(task, _item_results(items, encoded[task], runs[task].logliks), chance_level(items))
+             for task, items in items_by_task.items()}
+    return ZeroShotResult(tasks, limit, SEED)
+
+
+def max_difference(a: Mapping[str, Run], b: Mapping[str, Run], tasks: Sequence[str]) -> float:
+    """The largest absolute difference between two scorers' log-likelihoods on ``tasks``."""
+    return max(abs(x - y) for task in tasks for x, y in zip(a[task].logliks, b[task].logliks))
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)
+                               for c, (cell, w) in enumerate(zip(row, widths)))
+                     for row in [header, *rows])
+
+
+def speed_table(runs: Mapping[str, Mapping[str, Run]], items_by_task: Mapping[str, list[MultipleChoiceItem]]) -> str:
+    """Seconds and items per second of every scorer per task and in total, and the first one's speed-ups."""
+    names = list(runs)
+    header = ["task", "items"] + [f"{name} {unit}" for name in names for unit in ("s", "items/s")] \
+        + [f"{names[0]}/{name}" for name in names[1:]]
+    rows = []
+    for label, tasks in [*((task, [task]) for task in items_by_task), (TOTAL, list(items_by_task))]:
+        count = sum(len(items_by_task[task]) for task in tasks)
+        seconds = {name: sum(runs[name][task].seconds for task in tasks) for name in names}
+        speed = {name: count / seconds[name] for name in names}
+        rows.append([label, str(count)]
+                    + [cell for name in names for cell in (f"{seconds[name]:.2f}", f"{speed[name]:.1f}")]
+                    + [f"x{speed[names[0]] / speed[name]:.2f}" for name in names[1:]])
+    return table(header, rows)
+
+
+def agree(scores: Mapping[str, float]) -> bool:
+    """Whether the scorers' accuracies (by scorer name) are all within :data:`TOLERANCE` of each other."""
+    return max(scores.values()) - min(scores.values()) <= TOLERANCE + 1e-9
+
+
+def agreement_table(runs: Mapping[str, Mapping[str, Run]], results: Mapping[str, ZeroShotResult]) -> tuple[str, bool]:
+    """Accuracies of every scorer, log-likelihood differences of every pair, and whether all agree."""
+    names, pairs = list(results), list(combinations(results, 2))
+    tasks = list(next(iter(results.values())).tasks)
+    header = ["task"] + [f"{metric} {name}" for metric in METRICS for name in names] \
+        + [f"max|dLL| {a}-{b}" for a, b in pairs] + ["agree"]
+    rows, all_agree = [], True
+    for label, scope in [*((task, [task]) for task in tasks), (TOTAL, tasks)]:
+        scores = {metric: {name: result.average(metric) if label == TOTAL else result.tasks[label].accuracy(metric)
+                           for name, result in results.items()} for metric in METRICS}
+        row_agrees = all(agree(scores[metric]) for metric in METRICS)
+        all_agree &= row_agrees
+        rows.append([label] + [f"{100 * scores[metric][name]:.1f}" for metric in METRICS for name in names]
+                    + [f"{max_difference(runs[a], runs[b], scope):.2e}" for a, b in pairs]
+                    + ["OK" if row_agrees else "MISMATCH"])
+    return table(header, rows), all_agree
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled name, HF id or folder (load_model)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
+    parser.add_argument("--limit", type=int, default=100, help="items per task (a seeded sample, seed 0)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, for every scorer")
+    parser.add_argument("--skip-lm-eval", action="store_true", help="compare new and old only")
+    args = parser.parse_args(argv)
+    args.tasks = [task for task in args.tasks.split(",") if task]
+    unknown = [task for task in args.tasks if task not in TASKS]
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(TASKS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    items_by_task = load_tasks(args.tasks, args.limit, SEED)
+    scorers = {"new": library_scorer(model, tokenizer, args.batch_size, share_prefix=True),
+               "old": library_scorer(model, tokenizer, args.batch_size, share_prefix=False)}
+    if not args.skip_lm_eval:
+        scorers["lm-eval"] = harness_scorer(model, tokenizer, args.batch_size)
+    with torch.inference_mode():
+        runs = run_all(scorers, items_by_task)
+    encoded = {task: _encode(model, tokenizer, items) for task, items in items_by_task.items()}
+    results = {name: accuracies(task_runs, items_by_task, encoded, args.limit) for name, task_runs in runs.items()}
+    agreement, all_agree = agreement_table(runs, results)
+    print(f"{args.model} ({args.dtype}), {args.limit} items per task (seed {SEED}), batch size "
+          f"{args.batch_size}, {torch.get_num_threads()} threads")
+    print(f"\nSpeed ({'; '.join(f'{name}: {DESCRIPTIONS[name]}' for name in runs)})\n"
+          f"{speed_table(runs, items_by_task)}")
+    print(f"\nAccuracy in % (total: macro average over tasks), log-likelihood differences\n{agreement}")
+    if not all_agree:
+        print(f"\nMISMATCH: the scorers' accuracies differ by more than {100 * TOLERANCE:.0f} point")
+        return 1
+    print(f"\nOK: the scorers' accuracies agree within {100 * TOLERANCE:.0f} point everywhere")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
