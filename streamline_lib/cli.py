@@ -177,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU) "
                             "or one decoder layer (default: none)")
     prune.add_argument("--loss", choices=["mse", "lm"], default="mse", help="training loss (default: mse)")
-    prune.add_argument("--train-tokens", type=_positive_int, default=65_536,
-                       help="training tokens from the corpus's train split (default: 65536)")
+    prune.add_argument("--train-tokens", type=_positive_int, default=262_144,
+                       help="training tokens from the corpus's train split (default: 262144, 1,024 sequences "
+                            "of 256; fewer can leave the replacement worse than plain removal)")
     prune.add_argument("--train-corpus", default="wiki", help="corpus for training (default: wiki)")
     _add_calibration_args(prune)
     prune.add_argument("--out", required=True, help="folder to write the pruned model to")

@@ -30,6 +30,7 @@ __all__ = [
     "Interval",
     "Comparison",
     "compare",
+    "compare_tasks",
     "comparison_table",
     "accuracy_interval",
     "precision_note",
@@ -164,6 +165,15 @@ def compare(a: ZeroShotResult, b: ZeroShotResult, metric: Metric = "acc", resamp
         margin_difference=_quantiles(_bootstrap_means(margins, draws),
                                      float(np.mean([m.mean() for m in margins])), level),
     )
+
+
+def compare_tasks(a: ZeroShotResult, b: ZeroShotResult, metric: Metric = "acc", resamples: int = RESAMPLES,
+                  seed: int = 0, level: float = 0.95) -> dict[str, Comparison]:
+    """:func:`compare` on each task alone, by task name (e.g. where pruning raised a task's accuracy)."""
+    _check_comparable(a, b)
+    return {name: compare(ZeroShotResult({name: a.tasks[name]}, a.limit, a.seed),
+                          ZeroShotResult({name: task}, b.limit, b.seed), metric, resamples, seed, level)
+            for name, task in b.tasks.items()}
 
 
 def accuracy_interval(result: ZeroShotResult, metric: Metric = "acc", resamples: int = RESAMPLES,

@@ -27,23 +27,14 @@ def test_untrained_ffn_relu_is_plain_removal(model_type):
                                rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "phi3", "gemma3_text"])
-def test_fresh_swiglu_starts_as_plain_removal(model_type):
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "phi3", "gemma3_text"])
+def test_untrained_swiglu_is_plain_removal(model_type):
     dense = build(model_type)
     removed = remove_layers(copy.deepcopy(dense), 1, 3)
-    torch.testing.assert_close(logits(replaced(dense, "ffn"), batch()), logits(removed, batch()), rtol=0, atol=0)
-
-
-def test_llama_style_swiglu_is_the_first_layer_without_attention():
-    model = build("llama")
-    layer = get_layers(model)[2]
-    ffn = make_replacement(model, 2, 3, "ffn")
+    ffn = make_replacement(dense, 1, 3, "ffn")
     assert isinstance(ffn, ResidualFFN) and isinstance(ffn.mlp, SwiGLU)
-    h = torch.randn(2, 5, model.config.hidden_size)
-    with torch.no_grad():
-        expected = h + layer.mlp(layer.post_attention_layernorm(h))
-        torch.testing.assert_close(ffn(h, "ignored", position_ids=None), expected, rtol=0, atol=0)
-    assert ffn.mlp.gate_proj.weight is not layer.mlp.gate_proj.weight  # a copy, not shared
+    assert not ffn.mlp.down_proj.weight.any() and ffn.mlp.gate_proj.weight.any()
+    torch.testing.assert_close(logits(replaced(dense, "ffn"), batch()), logits(removed, batch()), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("model_type", "inner"), [("gpt2", 4 * 32), ("opt", 4 * 32), ("phi3", 64)])

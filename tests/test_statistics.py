@@ -9,6 +9,7 @@ from streamline_lib.statistics import (
     Interval,
     accuracy_interval,
     compare,
+    compare_tasks,
     comparison_table,
     loglik_margin,
     mcnemar_exact,
@@ -130,3 +131,14 @@ def test_comparison_table_has_one_row_per_comparison():
     assert table.loc["same", "items"] == 200 and table.loc["worse", "only b right"] == 100
     # the dense model is at chance here: above-chance retention has no interval, and says so
     assert "nan" in table.loc["worse", "above-chance retention [95%]"]
+
+
+def test_compare_tasks_finds_the_one_task_that_changed():
+    same = np.arange(300) % 2 == 0
+    better = same | (np.arange(300) % 4 == 1)  # 75 more right answers on task "u" only
+    a = _result(t=_task("t", same), u=_task("u", better))
+    b = _result(t=_task("t", same), u=_task("u", same))
+    per_task = compare_tasks(a, b)
+    assert list(per_task) == ["t", "u"]
+    assert not per_task["t"].difference.excludes() and per_task["u"].difference.above(0)
+    assert per_task["u"].difference.estimate == pytest.approx(0.25) and per_task["u"].items == 300

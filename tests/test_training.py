@@ -197,7 +197,7 @@ def test_learning_rate_warms_up_then_decays_to_min_lr():
     ("field", "value", "message"),
     [
         ("loss", "kl", "TrainConfig.loss='kl' is invalid: it must be one of 'mse', 'lm'"),
-        ("min_lr", 1.0, "TrainConfig.min_lr=1.0 is invalid: it must be between 0 and lr=0.0002"),
+        ("min_lr", 1.0, "TrainConfig.min_lr=1.0 is invalid: it must be between 0 and lr=0.001"),
         ("val_fraction", 0.0, "TrainConfig.val_fraction=0.0 is invalid: it must be in (0, 1)"),
         ("patience", 0, "TrainConfig.patience=0 is invalid"),
         ("batch_size", 0, "TrainConfig.batch_size=0 is invalid"),

@@ -201,6 +201,22 @@ def test_a_shared_prefix_is_fed_once(tokenizer):
     assert [r for _, _, r in segment.predictions] == [0] * first.num_continuation + [1] * second.num_continuation
 
 
+def test_packing_keeps_rows_and_passes_short(tokenizer):
+    segments = [zero_shot._Segment.build([e], [i])
+                for i, e in enumerate(encode_requests(tokenizer, REQUESTS, max_length=128))]
+    lengths = {id(s): len(s.tokens) for s in segments}
+    width = max(lengths.values()) // 2  # some segments are longer than a row: they get one alone
+    rows = zero_shot._pack(segments, width)
+    assert sorted(id(s) for row in rows for s in row) == sorted(lengths)  # every segment exactly once
+    assert all(len(row) == 1 for row in rows if sum(lengths[id(s)] for s in row) > width)
+    row_len = [sum(lengths[id(s)] for s in row) for row in rows]
+    batches = zero_shot._batches(rows, max_rows=3, max_tokens=2 * width)
+    assert [row for batch in batches for row in batch] == rows  # in order, none lost
+    for batch in batches:
+        widths = [row_len[rows.index(row)] for row in batch]
+        assert len(batch) <= 3 and (len(batch) == 1 or len(batch) * max(widths) <= 2 * width)
+
+
 def test_padding_does_not_change_a_score(model, tokenizer):
     short, long = encode_requests(tokenizer, [REQUESTS[2], REQUESTS[3]], max_length=128)
     assert len(long.tokens) > 2 * len(short.tokens)
