@@ -81,9 +81,12 @@ class TrainConfig:
     seed: int = 0  # validation split, shuffling and (via prune) the replacement's initialisation
     pair_memory_gb: float = 4.0  # hidden-state pairs up to this size stay in RAM, larger go to a file on disk
     # Leading positions of every sequence left out of the MSE and its baseline (loss="mse" only).
-    # 0 is the paper's loss, and the better one: the first token of a window is an attention
-    # sink whose huge activations dominate the MSE (SmolLM2: 93% of it), but every later token
-    # attends to it, so a replacement that leaves it wrong (1) has a far higher perplexity.
+    # 0 is the paper's loss. The first token of a window is an attention sink whose huge
+    # activations dominate the MSE (SmolLM2 at 25%: 93% of removal's). 1 leaves it out, and its
+    # output is then whatever the untrained module gives there: with the FFN's zero start that
+    # is removal's, and the book's FFN reached a lower perplexity (44 vs 51); with a start that
+    # changes the sink (a copied MLP) it was far worse (82 vs 62). Not yet measured for the
+    # layer replacement, so the default stays the paper's loss.
     mse_skip_tokens: int = 0
     progress: bool = True  # show progress bars
 
