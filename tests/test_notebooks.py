@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import papermill
@@ -54,6 +55,23 @@ def test_committed_results_hold_each_chapters_verdicts(chapter, claims):
     verdicts = [ClaimVerdict(**v) for v in saved[chapter]["verdicts"]]  # validates every field
     assert {v.claim for v in verdicts} == claims
     assert saved[chapter]["numbers"], f"{chapter} saved no numbers"
+
+
+CHAPTERS_WITH_PAIRED_VERDICTS = ["02_metrics", "03_replacement", "04_stability", "05_sparsity"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS_WITH_PAIRED_VERDICTS)
+def test_accuracy_verdicts_rest_on_the_evaluation_set_with_paired_intervals(chapter):
+    """Verdicts that compare accuracies use >= 2,000 items per model and say so, with paired intervals."""
+    from streamline_lib.claims import load_chapter_results
+
+    saved = load_chapter_results(ROOT / "notebooks" / "results")[chapter]
+    assert saved["numbers"].get("items", 0) >= 2000, f"{chapter}: run it on the book's evaluation set"
+    for verdict in saved["verdicts"]:
+        text = verdict["ours"] + " " + verdict["why"]
+        assert f"{saved['numbers']['items']:,} items" in text, f"{verdict['claim']}: state the item count"
+        assert re.search(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", text) or "paired" in text, \
+            f"{verdict['claim']}: show the paired interval"
 
 
 def test_ledger_page_shows_every_claim():
