@@ -32,7 +32,10 @@ def test_environment_yml_matches_pyproject_and_makefile():
     editable = [d for d in pip if d.startswith("-e .")]
     assert editable, "environment.yml installs this package"
     extras = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
-    assert extras == set(_pyproject()["project"]["optional-dependencies"])
+    setup_extras = re.search(r'^\$\(STAMP\):.*?-e "\.\[(.*?)\]"', (ROOT / "Makefile").read_text(), re.M | re.S)
+    assert setup_extras, "make setup installs the package with its extras"
+    assert extras == set(setup_extras.group(1).split(",")), "conda users get the extras make setup installs"
+    assert extras <= set(_pyproject()["project"]["optional-dependencies"])
 
 
 def test_torch_range_in_pyproject_admits_the_pinned_build():
