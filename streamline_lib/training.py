@@ -86,7 +86,7 @@ class TrainConfig:
     # output is then whatever the untrained module gives there: with the FFN's zero start that
     # is removal's, and the book's FFN reached a lower perplexity (44 vs 51); with a start that
     # changes the sink (a copied MLP) it was far worse (82 vs 62). With the book's budget 1 also
-    # helped the layer (41.4 vs 46.2) and ffn_relu (62.8 vs 75.2), measured outside the book; the
+    # helped the layer (41.4 vs 46.2) and ffn_relu (62.8 vs 75.2) (benchmarks/replacement_training.py); the
     # default stays the paper's loss until the chapters are re-run with 1.
     mse_skip_tokens: int = 0
     progress: bool = True  # show progress bars
