@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas
 
-from .zero_shot import ItemResult, Metric, ZeroShotResult, _check_comparable, _check_metric
+from .zero_shot import ItemResult, Metric, TaskResult, ZeroShotResult, _check_comparable, _check_metric
 
 __all__ = [
     "Interval",
@@ -99,6 +99,11 @@ def loglik_margin(item: ItemResult) -> float:
     return item.logliks[item.gold] - max(others)
 
 
+def _correct(task: TaskResult, metric: Metric) -> np.ndarray:
+    """1.0 where the task's item is answered right under ``metric``, else 0.0."""
+    return np.array([item.is_correct(metric) for item in task.items], dtype=float)
+
+
 def _quantiles(samples: np.ndarray, estimate: float, level: float) -> Interval:
     if not np.isfinite(samples).all():  # a ratio whose denominator can be 0 (dense at chance)
         return Interval(float(estimate), math.nan, math.nan, level)
@@ -138,8 +143,8 @@ def compare(a: ZeroShotResult, b: ZeroShotResult, metric: Metric = "acc", resamp
     _check_level(level, resamples)
     _check_comparable(a, b)
     names = list(b.tasks)
-    correct_a = [np.array([i.is_correct(metric) for i in a.tasks[t].items], dtype=float) for t in names]
-    correct_b = [np.array([i.is_correct(metric) for i in b.tasks[t].items], dtype=float) for t in names]
+    correct_a = [_correct(a.tasks[t], metric) for t in names]
+    correct_b = [_correct(b.tasks[t], metric) for t in names]
     margins = [np.array([loglik_margin(x) - loglik_margin(y) for x, y in zip(a.tasks[t].items, b.tasks[t].items)])
                for t in names]
     draws = _draws([len(c) for c in correct_b], resamples, seed)
@@ -181,7 +186,7 @@ def accuracy_interval(result: ZeroShotResult, metric: Metric = "acc", resamples:
     """Bootstrap interval of one model's macro-average accuracy (resampling items within tasks)."""
     _check_metric(metric)
     _check_level(level, resamples)
-    correct = [np.array([i.is_correct(metric) for i in task.items], dtype=float) for task in result.tasks.values()]
+    correct = [_correct(task, metric) for task in result.tasks.values()]
     samples = _bootstrap_means(correct, _draws([len(c) for c in correct], resamples, seed))
     return _quantiles(samples, result.average(metric), level)
 

@@ -251,17 +251,19 @@ def _block_pairs(
     Pairs streamed to disk (``directory``) live only as long as one training and are
     not kept.
     """
-    tokens = hashlib.blake2b(digest_size=16)
-    for seqs in (train_seqs, val_seqs):
-        tokens.update(seqs.to(torch.int64).contiguous().numpy().tobytes())
-    key = (model_fingerprint(dense), start, n, tokens.hexdigest(), config.batch_size)
-    if directory is None and key in _LAST_PAIRS:
-        return _LAST_PAIRS[key]
+    key = None
+    if directory is None:  # only pairs in RAM are kept, so only they need the key (a hash of every weight)
+        tokens = hashlib.blake2b(digest_size=16)
+        for seqs in (train_seqs, val_seqs):
+            tokens.update(seqs.to(torch.int64).contiguous().numpy().tobytes())
+        key = (model_fingerprint(dense), start, n, tokens.hexdigest(), config.batch_size)
+        if key in _LAST_PAIRS:
+            return _LAST_PAIRS[key]
+    _LAST_PAIRS.clear()  # before the dense pass: the old pairs' memory is freed first
     calls: _Calls = {}
     pairs = (_dense_pairs(dense, start, n, train_seqs, config, directory, "train", calls),
              _dense_pairs(dense, start, n, val_seqs, config, directory, "validation", calls), calls)
-    _LAST_PAIRS.clear()
-    if directory is None:
+    if key is not None:
         _LAST_PAIRS[key] = pairs
     return pairs
 

@@ -275,7 +275,7 @@ def _score_packed(model: nn.Module, requests: Sequence[EncodedRequest], groups: 
     dtype = next(model.parameters()).dtype
     scores = torch.zeros(len(requests), dtype=torch.float64)
     for batch in progress_bar(batches, desc, enabled=progress):
-        inputs = _PackedBatch.build(batch, max(sum(len(s.tokens) for s in row) for row in batch))
+        inputs = _PackedBatch.build(batch, max(_row_tokens(row) for row in batch))
         mask = torch.zeros(inputs.allowed.shape, dtype=dtype).masked_fill_(~inputs.allowed, torch.finfo(dtype).min)
         with _logits_only_at(model, inputs.keep.to(device)):
             logits = model(input_ids=inputs.input_ids.to(device), attention_mask=mask[:, None].to(device),
@@ -313,12 +313,17 @@ class _Segment:
         return cls(tuple(tokens), tuple(branches), tuple(positions), tuple(predictions))
 
 
+def _row_tokens(row: Sequence[_Segment]) -> int:
+    """Tokens of a packed row: the lengths of its segments."""
+    return sum(len(segment.tokens) for segment in row)
+
+
 def _batches(rows: list[list[_Segment]], max_rows: int, max_tokens: int) -> list[list[list[_Segment]]]:
     """Consecutive rows into batches of at most ``max_rows`` rows and ``max_tokens`` padded tokens (at least one row)."""
     batches: list[list[list[_Segment]]] = []
     width = 0
     for row in rows:
-        length = sum(len(s.tokens) for s in row)
+        length = _row_tokens(row)
         if batches and len(batches[-1]) < max_rows and (len(batches[-1]) + 1) * max(width, length) <= max_tokens:
             batches[-1].append(row)
             width = max(width, length)
