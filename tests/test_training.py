@@ -104,8 +104,8 @@ def test_mse_can_leave_out_the_first_tokens(dense):
         assert result.val_losses[0] == pytest.approx(result.baseline_val_loss, rel=1e-6)
     with pytest.raises(ValueError, match="mse_skip_tokens=16 leaves no position of the 16-token sequences"):
         train(dense, "ffn_relu", mse_skip_tokens=16)
-    with pytest.raises(ValueError, match="mse_skip_tokens=1 is invalid: it must be 0, or positive with loss='mse'"):
-        TrainConfig(loss="lm", mse_skip_tokens=1)
+    with pytest.raises(ValueError, match=r"mse_skip_tokens=-1 is invalid: it must be >= 0 \(0 is the paper's loss\)"):
+        TrainConfig(mse_skip_tokens=-1)
 
 
 def test_training_is_deterministic_and_depends_on_the_seed(dense):
