@@ -20,7 +20,9 @@ ratios new/old and new/lm-eval. Each scorer is warmed up once on a few items bef
 anything is timed; tasks are timed one after the other, the three scorers in turn
 on each task. Acc and acc_norm come from each scorer's log-likelihoods through the
 library's own ``ItemResult`` logic, macro-averaged over tasks as ``ZeroShotResult``
-does. The script exits with status 1 when the scorers' accuracies differ by more
+does. A last table counts the tokens each scorer feeds the model, with and without
+padding: their ratio bounds what prefix sharing can gain on a task (BoolQ's yes/no
+options share their passage in every scorer). The script exits with status 1 when the scorers' accuracies differ by more
 than one point on any task or on average (with few items per task, one flipped
 near-tie can be more than one point).
 
@@ -49,12 +51,19 @@ from streamline_lib.benchmarks import TASKS, MultipleChoiceItem, chance_level, l
 from streamline_lib.models import DEFAULT_MODEL, load_model
 from streamline_lib.zero_shot import (
     METRICS,
+    PACKED_BATCH_TOKENS,
+    PACKED_ROW_TOKENS,
     EncodedRequest,
     TaskResult,
     ZeroShotResult,
+    _batches,
     _item_results,
     _option_groups,
+    _pack,
+    _request_groups,
     _requests,
+    _row_tokens,
+    _Segment,
     encode_requests,
     max_context_length,
     score_requests,
@@ -171,6 +180,56 @@ def speed_table(runs: Mapping[str, Mapping[str, Run]], items_by_task: Mapping[st
     return table(header, rows)
 
 
+@dataclass(frozen=True)
+class Work:
+    """Tokens one scorer feeds the model for one task: without padding and as batched."""
+
+    tokens: int
+    padded: int
+
+
+def packed_work(encoded: Sequence[EncodedRequest], groups: Sequence[Sequence[int]], batch_size: int) -> Work:
+    """The new scorer's tokens: each item's prefix tree once, packed as ``_score_packed`` packs it."""
+    segments = [_Segment.build([encoded[i] for i in members], members) for members in _request_groups(encoded, groups)]
+    batches = _batches(_pack(segments, PACKED_ROW_TOKENS), batch_size, PACKED_BATCH_TOKENS)
+    return Work(sum(len(segment.tokens) for segment in segments),
+                sum(len(batch) * max(_row_tokens(row) for row in batch) for batch in batches))
+
+
+def whole_work(encoded: Sequence[EncodedRequest], batch_size: int) -> Work:
+    """The old scorer's tokens: every distinct request input whole, longest first, right-padded batches.
+
+    lm-eval feeds the same inputs: it too runs one-token options of one context (BoolQ's
+    yes/no) once, and sorts by length; only its batch boundaries may differ.
+    """
+    inputs = sorted({request.tokens[:-1] for request in encoded}, key=len, reverse=True)
+    return Work(sum(map(len, inputs)),
+                sum(len(inputs[i:i + batch_size]) * len(inputs[i]) for i in range(0, len(inputs), batch_size)))
+
+
+def work_table(items_by_task: Mapping[str, list[MultipleChoiceItem]],
+               encoded: Mapping[str, list[EncodedRequest]], batch_size: int) -> str:
+    """Tokens fed per task by the packed and the whole-request scorers, and their ratio.
+
+    The ratio of padded tokens is roughly the speed-up prefix sharing and packing can give
+    if every token cost the same: a bound the timings can be read against.
+    """
+    header = ["task", "new tokens", "new padded", "old tokens", "old padded", "old/new padded"]
+    rows, totals = [], {"new": Work(0, 0), "old": Work(0, 0)}
+    for label in [*items_by_task, TOTAL]:
+        if label == TOTAL:
+            work = totals
+        else:
+            work = {"new": packed_work(encoded[label], _option_groups(items_by_task[label]), batch_size),
+                    "old": whole_work(encoded[label], batch_size)}
+            totals = {name: Work(totals[name].tokens + w.tokens, totals[name].padded + w.padded)
+                      for name, w in work.items()}
+        rows.append([label] + [f"{count:,}" for name in ("new", "old")
+                               for count in (work[name].tokens, work[name].padded)]
+                    + [f"x{work['old'].padded / work['new'].padded:.2f}"])
+    return table(header, rows)
+
+
 def agree(scores: Mapping[str, float]) -> bool:
     """Whether the scorers' accuracies (by scorer name) are all within :data:`TOLERANCE` of each other."""
     return max(scores.values()) - min(scores.values()) <= TOLERANCE + 1e-9
@@ -227,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.batch_size}, {torch.get_num_threads()} threads")
     print(f"\nSpeed ({'; '.join(f'{name}: {DESCRIPTIONS[name]}' for name in runs)})\n"
           f"{speed_table(runs, items_by_task)}")
+    print(f"\nTokens fed to the model (lm-eval feeds the old scorer's inputs)\n"
+          f"{work_table(items_by_task, encoded, args.batch_size)}")
     print(f"\nAccuracy in % (total: macro average over tasks), log-likelihood differences\n{agreement}")
     if not all_agree:
         print(f"\nMISMATCH: the scorers' accuracies differ by more than {100 * TOLERANCE:.0f} point")
