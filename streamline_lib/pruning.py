@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from .assets import cache_dir
 from .layers import get_layers, num_layers, remove_layers, replace_block
 from .replacement import REPLACEMENTS, check_replacement, make_replacement
-from .results_cache import fingerprint, load_result, model_fingerprint, results_dir, store_result
 from .scoring import score_blocks
+from .trained_cache import cache_folder, load_trained, store_trained, training_key
 from .training import TrainConfig, TrainResult, train_replacement
 
 if TYPE_CHECKING:
@@ -95,40 +91,14 @@ def prune(
         if cache is False:
             trained = train_replacement(pruned, start, train_sequences, config, dense=model)
         else:
-            folder = results_dir(cache_dir() / "pruned" if cache is True else Path(cache))
-            key = _training_key(model, start, n, replacement, train_sequences, config)
-            trained = _load_trained(folder, key, module)
+            folder = cache_folder(cache)
+            key = training_key("trained-replacement", model, train_sequences, config, start=start, n=n,
+                               replacement=replacement)
+            trained = load_trained(folder, key, module.load_state_dict)
             if trained is None:
                 trained = train_replacement(pruned, start, train_sequences, config, dense=model)
-                _store_trained(folder, key, module, trained)
+                store_trained(folder, key, module.state_dict(), trained)
     return PruneResult(pruned, start, n, replacement, trained)
-
-
-def _training_key(model: PreTrainedModel, start: int, n: int, replacement: str, sequences: torch.Tensor,
-                  config: TrainConfig) -> dict:
-    """Everything that decides a trained replacement's weights (progress bars do not)."""
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
-    tokens = hashlib.blake2b(sequences.to(torch.int64).contiguous().numpy().tobytes(), digest_size=32)
-    return {"kind": "trained-replacement", "model": model_fingerprint(model), "start": start, "n": n,
-            "replacement": replacement, "train_tokens": tokens.hexdigest(), "shape": list(sequences.shape),
-            "config": settings, "torch": torch.__version__}
-
-
-def _load_trained(folder: Path, key: dict, module: torch.nn.Module) -> TrainResult | None:
-    """Put the cached weights into ``module`` and return the cached record, or None on a miss."""
-    weights = folder / f"{fingerprint(key)}.safetensors"
-    record = load_result(folder, key, lambda data: TrainResult(**{
-        k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}))
-    if record is None or not weights.exists():
-        return None
-    module.load_state_dict(load_file(weights))
-    return record
-
-
-def _store_trained(folder: Path, key: dict, module: torch.nn.Module, trained: TrainResult) -> None:
-    weights = folder / f"{fingerprint(key)}.safetensors"
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, weights)
-    store_result(folder, key, dataclasses.asdict(trained))  # written last: a record implies its weights
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,167 @@
+"""What a pruning method costs to run: wall time and peak memory, measured the same way for every method.
+
+LLM-Streamline's case against LoRA healing is memory (claim C8): its replacement
+trains on hidden states computed once, while LoRA runs the whole model forward and
+backward at every step. :func:`training_cost` measures one method's training in a
+fresh Python process, so nothing else the caller holds (other models, caches, a
+notebook's variables) counts, and every method is measured alike:
+
+* ``model_rss``: resident memory once the dense model is loaded (the common floor);
+* ``peak_rss``: the process's peak resident memory from then until training ends,
+  which includes the method's own copies (the pruned model, the MSE pairs, activations,
+  gradients and optimizer state);
+* ``seconds``: wall time of the training call, dense hidden-state pass included.
+
+The peak is the kernel's high-water mark of the process (``VmHWM``), reset after the
+model is loaded where Linux allows it (``/proc/self/clear_refs``), else the lifetime
+peak (``ru_maxrss``), which loading a model only can keep below a training's. Trained
+weights land in the on-disk cache of :func:`streamline_lib.pruning.prune` and
+:func:`streamline_lib.healing.heal_with_lora`, so the caller gets the same model back
+from those functions without training again; measurements are cached too (``cache``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .healing import LoraSettings, heal_with_lora
+from .replacement import REPLACEMENTS
+from .results_cache import load_result, results_dir, store_result
+from .trained_cache import cache_folder, training_key
+from .training import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["METHODS", "TrainingCost", "training_cost"]
+
+METHODS: tuple[str, ...] = ("lora", *(kind for kind in REPLACEMENTS if kind != "none"))
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """Wall time and memory of one method's training, measured in a fresh process."""
+
+    method: str  # "lora" (heal plain removal with LoRA) or a replacement kind
+    seconds: float  # wall time of the training call
+    model_rss: int  # bytes resident once the dense model was loaded
+    peak_rss: int  # bytes: the process's peak resident memory while pruning and training
+    train_result: TrainResult
+
+    @property
+    def extra_rss(self) -> int:
+        """Peak memory beyond the loaded dense model: what the method itself needed."""
+        return self.peak_rss - self.model_rss
+
+
+def training_cost(
+    dense: PreTrainedModel,
+    model_name: str,
+    start: int,
+    n: int,
+    method: str,
+    sequences: torch.Tensor,
+    config: TrainConfig | None = None,
+    lora: LoraSettings | None = None,
+    cache: bool = True,
+) -> TrainingCost:
+    """Measure training ``method`` on block ``start .. start+n-1`` in a fresh process.
+
+    ``dense`` is the model ``model_name`` loads (:func:`streamline_lib.models.load_model`,
+    in ``dense``'s dtype); the fresh process loads it again and refuses to go on if its
+    weights differ. ``method`` is ``"lora"`` (plain removal healed by
+    :func:`~streamline_lib.healing.heal_with_lora`; ``config`` must have ``loss="lm"``) or
+    a replacement kind trained by :func:`~streamline_lib.pruning.prune` with ``config``.
+    With ``cache`` the measurement is kept on disk (keyed by everything that decides the
+    training) and the trained weights join the training cache, so that ``prune(...,
+    cache=True)`` or ``heal_with_lora(..., cache=True)`` returns the trained model at once.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    config = config or (TrainConfig(loss="lm") if method == "lora" else TrainConfig())
+    lora = lora or LoraSettings()
+    key = training_key("training-cost", dense, sequences, config, start=start, n=n, method=method,
+                       lora=dataclasses.asdict(lora) if method == "lora" else None)
+    folder = results_dir()
+    if cache:
+        cached = load_result(folder, key, _cost_from_json)
+        if cached is not None:
+            return cached
+    with tempfile.TemporaryDirectory(prefix="training_cost_") as weights:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of ours in memory
+        with context.Pool(1) as pool:
+            cost = pool.apply(_measure, (model_name, dense.dtype, key["model"], start, n, method, sequences,
+                                         config, lora, weights))
+        if cache:
+            target = cache_folder(True)
+            for path in sorted(Path(weights).iterdir(), key=lambda p: p.suffix != ".safetensors"):  # records last
+                shutil.move(str(path), target / path.name)
+            store_result(folder, key, dataclasses.asdict(cost))
+    return cost
+
+
+def _cost_from_json(data: dict) -> TrainingCost:
+    record = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("train_result").items()}
+    return TrainingCost(**data, train_result=TrainResult(**record))
+
+
+def _rss_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes, or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _lifetime_peak() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kibibytes on Linux
+
+
+def _measure(model_name: str, dtype: torch.dtype, fingerprint: str, start: int, n: int, method: str,
+             sequences: torch.Tensor, config: TrainConfig, lora: LoraSettings, weights: str) -> TrainingCost:
+    """In the fresh process: load, check, prune and train, with the clock and the memory mark running."""
+    from .models import load_model
+    from .pruning import prune
+    from .results_cache import model_fingerprint
+
+    dense, _ = load_model(model_name, dtype=dtype)
+    if model_fingerprint(dense) != fingerprint:
+        raise ValueError(f"load_model({model_name!r}) gives other weights than the model passed as dense: pass "
+                         "the name or folder the dense model was loaded from, unchanged")
+    model_rss = _rss_bytes("VmRSS") or _lifetime_peak()
+    reset = _reset_peak()
+    began = time.perf_counter()
+    if method == "lora":
+        pruned = prune(dense, start, n, "none").model
+        del dense  # healing needs only the pruned model
+        trained = heal_with_lora(pruned, sequences, config, lora, cache=weights).train_result
+    else:
+        trained = prune(dense, start, n, method, sequences, config, cache=weights).train_result
+    seconds = time.perf_counter() - began
+    peak = (_rss_bytes("VmHWM") if reset else None) or _lifetime_peak()
+    return TrainingCost(method, seconds, model_rss, peak, trained)

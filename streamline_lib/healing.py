@@ -1,0 +1,131 @@
+"""Heal a pruned model with LoRA: the baseline LLM-Streamline's replacement is compared with.
+
+Gromov et al. and LLM-Streamline's own LoRA comparison (claim C8) remove a block and
+then fine-tune low-rank updates of every remaining linear layer on the next-token
+loss. :func:`heal_with_lora` does that with peft: ``LoraConfig(target_modules=
+"all-linear")`` on a copy of the pruned model, trained with the library's own loop
+(AdamW, warm-up and cosine decay, clipping, validation, best weights kept:
+:mod:`streamline_lib.training`), then merged into the weights, so the result is a plain
+model of the pruned architecture. LoRA's B matrices start at zero, so the untrained
+model is exactly the pruned one, the baseline training can only improve on.
+
+Unlike the MSE replacement, every step runs the whole model forward and backward,
+with the logits of the full vocabulary: that is the memory and time the paper's
+comparison is about (:mod:`streamline_lib.costs` measures both).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .trained_cache import cache_folder, load_trained, store_trained, training_key
+from .training import TrainConfig, TrainResult, _fit, _LMObjective, _only_trainable, _split
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["LoraSettings", "HealResult", "heal_with_lora"]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The low-rank updates: rank, scale and which linear layers get them."""
+
+    rank: int = 8  # r of every update W + (alpha / r) B A
+    alpha: float = 16.0  # LoRA's scale numerator (peft's lora_alpha)
+    target_modules: str | tuple[str, ...] = "all-linear"  # peft's name for every linear layer but the LM head
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoraSettings.rank={self.rank} is invalid: it must be a positive integer")
+        if self.alpha <= 0:
+            raise ValueError(f"LoraSettings.alpha={self.alpha} is invalid: it must be > 0")
+
+
+@dataclass(frozen=True)
+class HealResult:
+    """A healed model (LoRA merged into its weights) and how the healing went."""
+
+    model: PreTrainedModel  # a new model; the pruned one passed in is unchanged
+    train_result: TrainResult  # losses are next-token cross-entropy; baseline = the pruned model's
+    lora_parameters: int  # trainable parameters while healing (the A and B matrices)
+
+
+def heal_with_lora(
+    pruned: PreTrainedModel,
+    sequences: torch.Tensor,
+    config: TrainConfig | None = None,
+    lora: LoraSettings | None = None,
+    cache: bool | str | os.PathLike = False,
+) -> HealResult:
+    """Fine-tune LoRA updates of ``pruned`` on ``sequences`` with the next-token loss, then merge them.
+
+    ``sequences`` ``(num_seqs, seq_len)`` come from a corpus's ``train`` split; a
+    ``config.val_fraction`` is held back for validation and the choice of the weights
+    returned. ``config`` must have ``loss="lm"`` (default ``TrainConfig(loss="lm")``); its
+    optimiser settings apply to the LoRA parameters, its ``seed`` to their initialisation
+    and the data order. ``cache`` as in :func:`streamline_lib.pruning.prune`: the trained
+    A and B matrices are kept on disk, keyed by everything that decides them.
+    """
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    config = config or TrainConfig(loss="lm")
+    lora = lora or LoraSettings()
+    if config.loss != "lm":
+        raise ValueError(f"LoRA healing trains on the next-token loss, but config.loss={config.loss!r}: "
+                         "pass TrainConfig(loss='lm', ...)")
+    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in 5.x
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(copy.deepcopy(pruned), LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, bias="none",
+            target_modules=list(lora.target_modules) if isinstance(lora.target_modules, tuple)
+            else lora.target_modules))
+    adapters = nn.ModuleList(module for name, module in model.named_modules()
+                             if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B"))
+    lora_parameters = sum(p.numel() for p in adapters.parameters())
+    if cache is False:
+        trained = _train(model, adapters, sequences, config)
+    else:
+        folder = cache_folder(cache)
+        key = training_key("lora-healing", pruned, sequences, config, lora=dataclasses.asdict(lora))
+        trained = load_trained(folder, key, partial(set_peft_model_state_dict, model))
+        if trained is None:
+            trained = _train(model, adapters, sequences, config)
+            store_trained(folder, key, get_peft_model_state_dict(model), trained)
+    return HealResult(model.merge_and_unload(), trained, lora_parameters)
+
+
+class _HealObjective(_LMObjective):
+    """The next-token loss of the model with its LoRA updates; the baseline is the untrained model."""
+
+    def baseline(self) -> float:
+        """LoRA starts at zero (B = 0): the untrained model is the pruned one."""
+        return self.val_loss()
+
+
+def _train(model: nn.Module, adapters: nn.Module, sequences: torch.Tensor, config: TrainConfig) -> TrainResult:
+    began = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed)
+    train_seqs, val_seqs = _split(sequences, config.val_fraction, generator)
+    objective = _HealObjective(model, adapters, train_seqs, val_seqs, config.batch_size)
+    was_training = model.training
+    model.eval()  # no dropout: the book's models have none, and LoRA's is off
+    try:
+        baseline = objective.baseline()
+        with _only_trainable(model, adapters):
+            fitted = _fit(adapters, objective, config, generator)
+    finally:
+        model.train(was_training)
+    return TrainResult(loss="lm", baseline_val_loss=baseline, pairs_on_disk=False,
+                       wall_time=time.perf_counter() - began, **fitted)
