@@ -35,7 +35,8 @@ from .training import TrainConfig, TrainResult, train_replacement
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["PruneResult", "IterativePruneResult", "prune", "prune_iterative"]
+__all__ = ["PruneResult", "PerLayerPruneResult", "IterativePruneResult", "prune", "prune_per_layer",
+           "prune_iterative"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,60 @@ def prune(
                 trained = train_replacement(pruned, start, train_sequences, config, dense=model)
                 store_trained(folder, key, module.state_dict(), trained)
     return PruneResult(pruned, start, n, replacement, trained)
+
+
+@dataclass(frozen=True)
+class PerLayerPruneResult:
+    """A model whose block has one trained module per removed layer, and how each was trained."""
+
+    model: PreTrainedModel  # a new model with as many layers as the dense one
+    start: int
+    n: int
+    replacement: str
+    train_results: tuple[TrainResult | None, ...]  # per layer of the block
+
+    @property
+    def replacement_parameters(self) -> int:
+        """Parameters of the ``n`` modules together."""
+        return sum(p.numel() for layer in get_layers(self.model)[self.start : self.start + self.n]
+                   for p in layer.parameters())
+
+
+def prune_per_layer(
+    model: PreTrainedModel,
+    start: int,
+    n: int,
+    replacement: str,
+    train_sequences: torch.Tensor | None = None,
+    train_config: TrainConfig | None = None,
+    cache: bool | str | os.PathLike = False,
+) -> PerLayerPruneResult:
+    """Replace every layer of ``start .. start+n-1`` by its own ``replacement`` module.
+
+    The alternative to one network for the whole block that the paper's authors were
+    asked about (claim C10): module ``i`` is trained by :func:`prune` on dense layer
+    ``i``'s own input and output, so training costs ``n`` dense passes and ``n`` fits,
+    and ``n`` modules stay in the model. ``replacement="layer"`` is refused (a copy of a
+    layer reproduces it: nothing would be pruned), and so is ``"none"`` (that is
+    :func:`prune` of the block). ``cache`` as in :func:`prune`, per module.
+    """
+    check_replacement(replacement)
+    if replacement in ("none", "layer"):
+        raise ValueError(
+            f"replacement={replacement!r} cannot be used per layer: 'layer' would copy each layer back and "
+            "prune nothing, and 'none' is plain removal of the block (use prune); use "
+            f"{', '.join(r for r in REPLACEMENTS if r not in ('none', 'layer'))}"
+        )
+    if not 1 <= n <= num_layers(model) - start:
+        raise ValueError(f"block {start}..{start + n - 1} does not fit the model's {num_layers(model)} layers")
+    pruned = copy.deepcopy(model)
+    train_results = []
+    for i in range(start, start + n):
+        single = prune(model, i, 1, replacement, train_sequences, train_config, cache)
+        replace_block(pruned, i, 1, get_layers(single.model)[i])
+        train_results.append(single.train_result)
+        del single
+    return PerLayerPruneResult(pruned, start, n, replacement, tuple(train_results))
 
 
 @dataclass(frozen=True)

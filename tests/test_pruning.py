@@ -11,7 +11,7 @@ from test_training import FAST, counting_tokens, random_tokens, tiny_llama
 from torch import nn
 
 from streamline_lib.layers import get_layers, num_layers, remove_layers
-from streamline_lib.pruning import prune, prune_iterative
+from streamline_lib.pruning import prune, prune_iterative, prune_per_layer
 from streamline_lib.replacement import REPLACEMENTS, ResidualFFN
 from streamline_lib.scoring import score_blocks
 from streamline_lib.training import TrainConfig, train_replacement
@@ -127,6 +127,34 @@ def test_bad_arguments_are_refused_before_copying(start, n, kind, message):
     with pytest.raises(ValueError, match=message):
         prune(dense, start, n, kind)
     assert_unchanged(dense, before)
+
+
+def test_per_layer_trains_one_module_per_layer_on_its_own_pair():
+    dense = tiny_llama()
+    before = snapshot(dense)
+    tokens = random_tokens()
+    result = prune_per_layer(dense, 2, 3, "ffn_relu", tokens, TrainConfig(**FAST))
+    assert_unchanged(dense, before)
+    assert num_layers(result.model) == 6 and len(result.train_results) == 3
+    modules = get_layers(result.model)[2:5]
+    assert all(isinstance(m, ResidualFFN) for m in modules)
+    assert result.replacement_parameters == 3 * prune(dense, 2, 3, "ffn_relu").replacement_parameters
+    for i, trained in enumerate(result.train_results):  # module i is what prune trains for layer 2 + i alone
+        assert trained.best_val_loss < trained.baseline_val_loss
+        single = prune(dense, 2 + i, 1, "ffn_relu", tokens, TrainConfig(**FAST))
+        assert single.train_result.val_losses == trained.val_losses
+        torch.testing.assert_close(get_layers(single.model)[2 + i].state_dict(), modules[i].state_dict())
+    for p, q in zip(get_layers(result.model)[5].parameters(), get_layers(dense)[5].parameters()):
+        assert torch.equal(p, q)  # layers outside the block are the dense ones
+
+
+def test_per_layer_refuses_what_would_prune_nothing():
+    dense = build("llama")
+    for kind in ("layer", "none"):
+        with pytest.raises(ValueError, match=f"replacement='{kind}' cannot be used per layer"):
+            prune_per_layer(dense, 1, 2, kind, random_tokens())
+    with pytest.raises(ValueError, match="block 4..6 does not fit the model's 6 layers"):
+        prune_per_layer(dense, 4, 3, "ffn", random_tokens())
 
 
 def test_iterative_plain_removal_records_the_original_layers():
