@@ -14,7 +14,8 @@ notebook's variables) counts, and every method is measured alike:
 
 The peak is the kernel's high-water mark of the process (``VmHWM``), reset after the
 model is loaded where Linux allows it (``/proc/self/clear_refs``), else the lifetime
-peak (``ru_maxrss``), which loading a model only can keep below a training's. Trained
+peak (``ru_maxrss``), which loading a model only can keep below a training's. This is
+CPU memory: on a GPU, compare ``torch.cuda.max_memory_allocated()`` instead. Trained
 weights land in the on-disk cache of :func:`streamline_lib.pruning.prune` and
 :func:`streamline_lib.healing.heal_with_lora`, so the caller gets the same model back
 from those functions without training again; measurements are cached too (``cache``).
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .healing import LoraSettings, heal_with_lora
+from .healing import LoraSettings, check_healing_config, heal_with_lora
 from .replacement import REPLACEMENTS
 from .results_cache import load_result, results_dir, store_result
 from .trained_cache import cache_folder, training_key
@@ -91,6 +92,8 @@ def training_cost(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     config = config or (TrainConfig(loss="lm") if method == "lora" else TrainConfig())
+    if method == "lora":
+        check_healing_config(config)  # before a process is started
     lora = lora or LoraSettings()
     key = training_key("training-cost", dense, sequences, config, start=start, n=n, method=method,
                        lora=dataclasses.asdict(lora) if method == "lora" else None)

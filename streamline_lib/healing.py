@@ -34,7 +34,7 @@ from .training import TrainConfig, TrainResult, _fit, _LMObjective, _only_traina
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["LoraSettings", "HealResult", "heal_with_lora"]
+__all__ = ["LoraSettings", "HealResult", "heal_with_lora", "check_healing_config"]
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,7 @@ def heal_with_lora(
 
     config = config or TrainConfig(loss="lm")
     lora = lora or LoraSettings()
-    if config.loss != "lm":
-        raise ValueError(f"LoRA healing trains on the next-token loss, but config.loss={config.loss!r}: "
-                         "pass TrainConfig(loss='lm', ...)")
+    check_healing_config(config)
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
     with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in 5.x
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -103,7 +101,17 @@ def heal_with_lora(
         if trained is None:
             trained = _train(model, adapters, sequences, config)
             store_trained(folder, key, get_peft_model_state_dict(model), trained)
-    return HealResult(model.merge_and_unload(), trained, lora_parameters)
+    healed = model.merge_and_unload()
+    for p in healed.parameters():  # peft froze the base weights; give back a model like the one passed in
+        p.requires_grad_(True)
+    return HealResult(healed, trained, lora_parameters)
+
+
+def check_healing_config(config: TrainConfig) -> None:
+    """Refuse a config whose loss is not the next-token loss LoRA healing trains on."""
+    if config.loss != "lm":
+        raise ValueError(f"LoRA healing trains on the next-token loss, but config.loss={config.loss!r}: "
+                         "pass TrainConfig(loss='lm', ...)")
 
 
 class _HealObjective(_LMObjective):

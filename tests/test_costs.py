@@ -56,6 +56,8 @@ def test_cost_refuses_bad_input(saved, isolated_cache):
     folder, dense = saved
     with pytest.raises(ValueError, match="unknown method 'none'; choose one of lora, ffn"):
         training_cost(dense, folder, 2, 3, "none", counting_tokens())
+    with pytest.raises(ValueError, match=r"config.loss='mse': pass TrainConfig\(loss='lm'"):
+        training_cost(dense, folder, 2, 3, "lora", counting_tokens(), TrainConfig(**FAST))
     other = tiny_llama()
     with torch.no_grad():
         other.lm_head.weight.add_(1.0)

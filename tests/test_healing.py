@@ -32,6 +32,7 @@ def test_healing_lowers_the_loss_and_merges_into_a_plain_model(pruned):
     healed = result.model
     assert type(healed) is LlamaForCausalLM and num_layers(healed) == num_layers(pruned)
     assert not any("lora" in name for name, _ in healed.named_parameters())  # merged, no adapters left
+    assert all(p.requires_grad for p in healed.parameters())
     assert all(p.requires_grad for p in pruned.parameters())
     # rank 8 on every linear of the 3 remaining layers (q, k, v, o, gate, up, down): r * (in + out) each
     h, i, kv = 32, 64, 16
