@@ -31,6 +31,7 @@ __all__ = [
     "Comparison",
     "compare",
     "compare_tasks",
+    "mean_interval",
     "comparison_table",
     "accuracy_interval",
     "precision_note",
@@ -189,6 +190,17 @@ def accuracy_interval(result: ZeroShotResult, metric: Metric = "acc", resamples:
     correct = [_correct(task, metric) for task in result.tasks.values()]
     samples = _bootstrap_means(correct, _draws([len(c) for c in correct], resamples, seed))
     return _quantiles(samples, result.average(metric), level)
+
+
+def mean_interval(values: np.ndarray | list[float], resamples: int = RESAMPLES, seed: int = 0,
+                  level: float = 0.95) -> Interval:
+    """Bootstrap interval of the mean of per-item ``values`` (e.g. 0/1 correctness, or the paired
+    difference of two models' correctness on the same items)."""
+    _check_level(level, resamples)
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"mean_interval needs a non-empty 1-D array of per-item values, got shape {values.shape}")
+    return _quantiles(_bootstrap_means([values], _draws([len(values)], resamples, seed)), float(values.mean()), level)
 
 
 def precision_note(result: ZeroShotResult, metric: Metric = "acc") -> str:

@@ -13,6 +13,7 @@ from streamline_lib.statistics import (
     comparison_table,
     loglik_margin,
     mcnemar_exact,
+    mean_interval,
     precision_note,
 )
 from streamline_lib.zero_shot import ItemResult, TaskResult, ZeroShotResult
@@ -142,3 +143,13 @@ def test_compare_tasks_finds_the_one_task_that_changed():
     assert list(per_task) == ["t", "u"]
     assert not per_task["t"].difference.excludes() and per_task["u"].difference.above(0)
     assert per_task["u"].difference.estimate == pytest.approx(0.25) and per_task["u"].items == 300
+
+
+def test_mean_interval_brackets_the_mean_and_refuses_empty_input():
+    values = [1.0] * 30 + [0.0] * 70
+    interval = mean_interval(values)
+    assert interval.estimate == pytest.approx(0.3) and 0.2 < interval.low < 0.3 < interval.high < 0.4
+    assert mean_interval(values) == interval  # seeded
+    assert mean_interval([1.0] * 5).low == 1.0
+    with pytest.raises(ValueError, match="non-empty 1-D array"):
+        mean_interval([])
