@@ -35,8 +35,10 @@ html: $(STAMP)
 	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output book -W --keep-going
 	@echo "The book is at $(CURDIR)/$(BOOK_HTML)/index.html"
 
-## test: the whole pytest suite (unit, integration on the bundled model, notebook smoke runs, book build)
+## test: the whole pytest suite (unit, integration on the bundled model, notebook smoke runs, book build,
+## and the book in a headless browser: Debian's Chromium, installed first when missing and possible)
 test: $(STAMP)
+	@sh .ci/ensure-chromium
 	$(BIN)/python -m pytest
 
 ## bench: speed and agreement of the zero-shot scorers (packed, whole requests, lm-evaluation-harness);
