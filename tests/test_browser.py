@@ -1,7 +1,8 @@
 """A real browser opens the built book: headless Chromium (Debian's package), driven by Playwright.
 
-Playwright is only the driver here; it never downloads a browser of its own. CI installs
-Chromium (see .ci/run); elsewhere the test fails with the command that installs it.
+Playwright is only the driver here; it never downloads a browser of its own. `make test`
+installs Chromium first where it can (.ci/ensure-chromium); elsewhere the test fails with
+the command that installs it.
 """
 
 from __future__ import annotations
