@@ -51,19 +51,15 @@ from streamline_lib.benchmarks import TASKS, MultipleChoiceItem, chance_level, l
 from streamline_lib.models import DEFAULT_MODEL, load_model
 from streamline_lib.zero_shot import (
     METRICS,
-    PACKED_BATCH_TOKENS,
-    PACKED_ROW_TOKENS,
     EncodedRequest,
     TaskResult,
     ZeroShotResult,
-    _batches,
     _item_results,
     _option_groups,
-    _pack,
-    _request_groups,
+    _packed_batches,
     _requests,
     _row_tokens,
-    _Segment,
+    _whole_batches,
     encode_requests,
     max_context_length,
     score_requests,
@@ -190,9 +186,8 @@ class Work:
 
 def packed_work(encoded: Sequence[EncodedRequest], groups: Sequence[Sequence[int]], batch_size: int) -> Work:
     """The new scorer's tokens: each item's prefix tree once, packed as ``_score_packed`` packs it."""
-    segments = [_Segment.build([encoded[i] for i in members], members) for members in _request_groups(encoded, groups)]
-    batches = _batches(_pack(segments, PACKED_ROW_TOKENS), batch_size, PACKED_BATCH_TOKENS)
-    return Work(sum(len(segment.tokens) for segment in segments),
+    batches = _packed_batches(encoded, groups, batch_size)
+    return Work(sum(_row_tokens(row) for batch in batches for row in batch),
                 sum(len(batch) * max(_row_tokens(row) for row in batch) for batch in batches))
 
 
@@ -202,9 +197,8 @@ def whole_work(encoded: Sequence[EncodedRequest], batch_size: int) -> Work:
     lm-eval feeds the same inputs: it too runs one-token options of one context (BoolQ's
     yes/no) once, and sorts by length; only its batch boundaries may differ.
     """
-    inputs = sorted({request.tokens[:-1] for request in encoded}, key=len, reverse=True)
-    return Work(sum(map(len, inputs)),
-                sum(len(inputs[i:i + batch_size]) * len(inputs[i]) for i in range(0, len(inputs), batch_size)))
+    rows, batches = _whole_batches(encoded, batch_size)
+    return Work(sum(map(len, rows)), sum(len(batch) * len(batch[0]) for batch in batches))
 
 
 def work_table(items_by_task: Mapping[str, list[MultipleChoiceItem]],

@@ -116,8 +116,8 @@ def training_cost(
 
 
 def _cost_from_json(data: dict) -> TrainingCost:
-    record = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("train_result").items()}
-    return TrainingCost(**data, train_result=TrainResult(**record))
+    record = TrainResult.from_json(data.pop("train_result"))
+    return TrainingCost(**data, train_result=record)
 
 
 def _rss_bytes(field: str) -> int | None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .layers import get_layers, num_layers, remove_layers, replace_block
+from .layers import _check_block, get_layers, num_layers, remove_layers, replace_block
 from .replacement import REPLACEMENTS, check_replacement, make_replacement
 from .scoring import score_blocks
 from .trained_cache import cache_folder, load_trained, store_trained, training_key
@@ -144,8 +144,7 @@ def prune_per_layer(
             "prune nothing, and 'none' is plain removal of the block (use prune); use "
             f"{', '.join(r for r in REPLACEMENTS if r not in ('none', 'layer'))}"
         )
-    if not 1 <= n <= num_layers(model) - start:
-        raise ValueError(f"block {start}..{start + n - 1} does not fit the model's {num_layers(model)} layers")
+    _check_block(model, start, n, removing=False)  # the whole block, before any training
     pruned = copy.deepcopy(model)
     train_results = []
     for i in range(start, start + n):

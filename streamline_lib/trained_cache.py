@@ -46,8 +46,7 @@ def load_trained(folder: Path, key: dict[str, Any],
                  apply_weights: Callable[[dict[str, torch.Tensor]], Any]) -> TrainResult | None:
     """Hand the cached weights to ``apply_weights`` and return the cached record, or None on a miss."""
     weights = folder / f"{fingerprint(key)}.safetensors"
-    record = load_result(folder, key, lambda data: TrainResult(**{
-        k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}))
+    record = load_result(folder, key, TrainResult.from_json)
     if record is None or not weights.exists():
         return None
     apply_weights(load_file(weights))

@@ -209,11 +209,7 @@ def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_siz
     " no" / " yes") share one row, as lm-eval shares them. Only the logits of
     continuation positions are computed (``logits_to_keep``).
     """
-    rows: dict[tuple[int, ...], list[int]] = {}  # model input (the last token is only predicted) -> requests
-    for i, request in enumerate(requests):
-        rows.setdefault(request.tokens[:-1], []).append(i)
-    inputs = sorted(rows, key=len, reverse=True)
-    batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+    rows, batches = _whole_batches(requests, batch_size)
     device = next(model.parameters()).device
     scores = [0.0] * len(requests)
     for batch in progress_bar(batches, desc, enabled=progress):
@@ -235,6 +231,16 @@ def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_siz
                 targets = torch.tensor(requests[i].tokens[-n:], device=logits.device)
                 scores[i] = _continuation_logliks(logits[row, start:start + n], targets).item()
     return scores
+
+
+def _whole_batches(requests: Sequence[EncodedRequest], batch_size: int
+                   ) -> tuple[dict[tuple[int, ...], list[int]], list[list[tuple[int, ...]]]]:
+    """The distinct model inputs (``tokens[:-1]``) with their requests, and the inputs in batches, longest first."""
+    rows: dict[tuple[int, ...], list[int]] = {}  # model input (the last token is only predicted) -> requests
+    for i, request in enumerate(requests):
+        rows.setdefault(request.tokens[:-1], []).append(i)
+    inputs = sorted(rows, key=len, reverse=True)
+    return rows, [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
 
 
 def _request_groups(requests: Sequence[EncodedRequest],
@@ -267,10 +273,7 @@ def _score_packed(model: nn.Module, requests: Sequence[EncodedRequest], groups: 
     times, and almost no padding. Rows stay short because attention and its mask grow
     with the square of a row's length.
     """
-    segments = [_Segment.build([requests[i] for i in members], members)
-                for members in _request_groups(requests, groups)]
-    rows = _pack(segments, PACKED_ROW_TOKENS)  # longest rows first
-    batches = _batches(rows, batch_size, PACKED_BATCH_TOKENS)
+    batches = _packed_batches(requests, groups, batch_size)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     scores = torch.zeros(len(requests), dtype=torch.float64)
@@ -285,6 +288,14 @@ def _score_packed(model: nn.Module, requests: Sequence[EncodedRequest], groups: 
         values = (picked - logsumexp[inputs.logit_rows.to(device)]).double().cpu()
         scores.index_add_(0, inputs.request_ids, values)
     return scores.tolist()
+
+
+def _packed_batches(requests: Sequence[EncodedRequest], groups: Sequence[Sequence[int]] | None,
+                    batch_size: int) -> list[list[list[_Segment]]]:
+    """The requests' prefix-tree segments, packed into rows and the rows into forward passes."""
+    segments = [_Segment.build([requests[i] for i in members], members)
+                for members in _request_groups(requests, groups)]
+    return _batches(_pack(segments, PACKED_ROW_TOKENS), batch_size, PACKED_BATCH_TOKENS)  # longest rows first
 
 
 @dataclass(frozen=True)
