@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .trained_cache import cache_folder, load_trained, store_trained, training_key
-from .training import TrainConfig, TrainResult, _fit, _LMObjective, _only_trainable, _split
+from .training import LMObjective, TrainConfig, TrainResult, train_module
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -114,7 +114,7 @@ def check_healing_config(config: TrainConfig) -> None:
                          "pass TrainConfig(loss='lm', ...)")
 
 
-class _HealObjective(_LMObjective):
+class _HealObjective(LMObjective):
     """The next-token loss of the model with its LoRA updates; the baseline is the untrained model."""
 
     def baseline(self) -> float:
@@ -123,17 +123,10 @@ class _HealObjective(_LMObjective):
 
 
 def _train(model: nn.Module, adapters: nn.Module, sequences: torch.Tensor, config: TrainConfig) -> TrainResult:
-    began = time.perf_counter()
-    generator = torch.Generator().manual_seed(config.seed)
-    train_seqs, val_seqs = _split(sequences, config.val_fraction, generator)
-    objective = _HealObjective(model, adapters, train_seqs, val_seqs, config.batch_size)
-    was_training = model.training
-    model.eval()  # no dropout: the book's models have none, and LoRA's is off
-    try:
-        baseline = objective.baseline()
-        with _only_trainable(model, adapters):
-            fitted = _fit(adapters, objective, config, generator)
-    finally:
-        model.train(was_training)
-    return TrainResult(loss="lm", baseline_val_loss=baseline, pairs_on_disk=False,
-                       wall_time=time.perf_counter() - began, **fitted)
+    def make_objective(train_seqs: torch.Tensor, val_seqs: torch.Tensor, stack: ExitStack) -> _HealObjective:
+        stack.callback(model.train, model.training)
+        model.eval()  # no dropout: the book's models have none, and LoRA's is off
+        return _HealObjective(model, adapters, train_seqs, val_seqs, config.batch_size)
+
+    # peft already keeps the adapters in float32 on a bfloat16 model (autocast_adapter_dtype): no cast here.
+    return train_module(model, adapters, sequences, config, make_objective, in_float32=False)

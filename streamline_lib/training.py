@@ -50,7 +50,7 @@ from .results_cache import model_fingerprint
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["LOSSES", "TrainConfig", "TrainResult", "learning_rate", "train_replacement"]
+__all__ = ["LOSSES", "LMObjective", "TrainConfig", "TrainResult", "learning_rate", "train_module", "train_replacement"]
 
 LOSSES: tuple[str, ...] = ("mse", "lm")
 
@@ -169,6 +169,7 @@ class _Objective(Protocol):
     """A training loss over the training items (sequences) and a validation loss."""
 
     num_train: int
+    pairs_on_disk: bool  # whether its training data live in a memory-mapped file (reported in TrainResult)
 
     def train_loss(self, indices: torch.Tensor) -> torch.Tensor:
         """Mean loss over the training items ``indices``, with a graph to the replacement."""
@@ -274,10 +275,12 @@ class _MSEObjective:
     """MSE between the replacement's output on dense ``h_start`` and dense ``h_{start+n}``."""
 
     def __init__(
-        self, replacement: nn.Module, train: _Pairs, val: _Pairs, calls: _Calls, batch_size: int, skip_tokens: int
+        self, replacement: nn.Module, train: _Pairs, val: _Pairs, calls: _Calls, batch_size: int, skip_tokens: int,
+        pairs_on_disk: bool,
     ) -> None:
         self.replacement = replacement
         self.train, self.val = train, val
+        self.pairs_on_disk = pairs_on_disk
         self.batch_size = batch_size
         self.skip = skip_tokens  # positions left out at the start of every sequence
         self.device = next(replacement.parameters()).device
@@ -314,8 +317,14 @@ class _MSEObjective:
         return total / inputs.numel()
 
 
-class _LMObjective:
-    """Next-token cross-entropy of the whole pruned model, mean over the predicted tokens."""
+class LMObjective:
+    """Next-token cross-entropy of the whole pruned model, mean over the predicted tokens.
+
+    Its baseline is the model with ``replacement`` skipped (plain removal); a subclass
+    whose trainable module starts as a no-op (LoRA) overrides it.
+    """
+
+    pairs_on_disk = False
 
     def __init__(self, pruned: PreTrainedModel, replacement: nn.Module, train: torch.Tensor, val: torch.Tensor,
                  batch_size: int) -> None:
@@ -480,28 +489,51 @@ def train_replacement(
             f"{sequences.shape[-1]}-token sequences in the loss; skip fewer tokens (1 leaves out the attention "
             "sink) or use longer sequences"
         )
+
+    def make_objective(train_seqs: torch.Tensor, val_seqs: torch.Tensor, stack: ExitStack) -> _Objective:
+        if config.loss == "lm":
+            return LMObjective(pruned, replacement, train_seqs, val_seqs, config.batch_size)
+        n = num_layers(dense) - num_layers(pruned) + 1
+        pair_bytes = 2 * sequences.numel() * dense.config.hidden_size * dense.dtype.itemsize
+        on_disk = pair_bytes > config.pair_memory_gb * 2**30
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="pairs_")) if on_disk else None
+        train_pairs, val_pairs, calls = _block_pairs(dense, start, n, train_seqs, val_seqs, config, directory)
+        return _MSEObjective(replacement, train_pairs, val_pairs, calls, config.batch_size, config.mse_skip_tokens,
+                             on_disk)
+
+    return train_module(pruned, replacement, sequences, config, make_objective)
+
+
+def train_module(
+    model: nn.Module,
+    module: nn.Module,
+    sequences: torch.Tensor,
+    config: TrainConfig,
+    make_objective: Callable[[torch.Tensor, torch.Tensor, ExitStack], _Objective],
+    in_float32: bool = True,
+) -> TrainResult:
+    """Train ``module``, a part of ``model``, in place: the procedure every training of the library shares.
+
+    ``sequences`` are split into training and validation sequences with ``config.seed``;
+    ``make_objective(train, val, stack)`` builds the loss (``stack`` undoes what it sets up
+    once training ends); its baseline (the untrained model's validation loss) is measured;
+    then only ``module``'s parameters are fitted (:func:`_fit`), in float32 when
+    ``in_float32`` (cast back to their dtype afterwards), every other parameter frozen and
+    its ``requires_grad`` restored after. Returns the curves, the baseline and the wall time.
+    """
     began = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     train_seqs, val_seqs = _split(sequences, config.val_fraction, generator)
-    dtype = next(replacement.parameters()).dtype
     with ExitStack() as stack:
-        pairs_on_disk = False
-        if config.loss == "mse":
-            n = num_layers(dense) - num_layers(pruned) + 1
-            pair_bytes = 2 * sequences.numel() * dense.config.hidden_size * dense.dtype.itemsize
-            pairs_on_disk = pair_bytes > config.pair_memory_gb * 2**30
-            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="pairs_")) if pairs_on_disk else None
-            train_pairs, val_pairs, calls = _block_pairs(dense, start, n, train_seqs, val_seqs, config, directory)
-            objective = _MSEObjective(replacement, train_pairs, val_pairs, calls, config.batch_size,
-                                      config.mse_skip_tokens)
-        else:
-            objective = _LMObjective(pruned, replacement, train_seqs, val_seqs, config.batch_size)
+        objective = make_objective(train_seqs, val_seqs, stack)
         baseline = objective.baseline()
-        if config.loss == "lm":
-            stack.enter_context(_float32_island(replacement, dtype))
-        replacement.float()
-        stack.callback(replacement.to, dtype)
-        stack.enter_context(_only_trainable(pruned, replacement))
-        fitted = _fit(replacement, objective, config, generator)
-    return TrainResult(loss=config.loss, baseline_val_loss=baseline, pairs_on_disk=pairs_on_disk,
+        if in_float32:
+            dtype = next(module.parameters()).dtype
+            if config.loss == "lm":  # the module runs inside the model: cast at its borders
+                stack.enter_context(_float32_island(module, dtype))
+            module.float()
+            stack.callback(module.to, dtype)
+        stack.enter_context(_only_trainable(model, module))
+        fitted = _fit(module, objective, config, generator)
+    return TrainResult(loss=config.loss, baseline_val_loss=baseline, pairs_on_disk=objective.pairs_on_disk,
                        wall_time=time.perf_counter() - began, **fitted)
