@@ -31,6 +31,7 @@ __all__ = [
     "Comparison",
     "compare",
     "compare_tasks",
+    "tasks_above_chance",
     "mean_interval",
     "comparison_table",
     "accuracy_interval",
@@ -177,9 +178,18 @@ def compare_tasks(a: ZeroShotResult, b: ZeroShotResult, metric: Metric = "acc", 
                   seed: int = 0, level: float = 0.95) -> dict[str, Comparison]:
     """:func:`compare` on each task alone, by task name (e.g. where pruning raised a task's accuracy)."""
     _check_comparable(a, b)
-    return {name: compare(ZeroShotResult({name: a.tasks[name]}, a.limit, a.seed),
-                          ZeroShotResult({name: task}, b.limit, b.seed), metric, resamples, seed, level)
-            for name, task in b.tasks.items()}
+    return {name: compare(a.subset([name]), b.subset([name]), metric, resamples, seed, level) for name in b.tasks}
+
+
+def tasks_above_chance(result: ZeroShotResult, metric: Metric = "acc", resamples: int = RESAMPLES, seed: int = 0,
+                       level: float = 0.95) -> list[str]:
+    """The tasks whose accuracy interval lies wholly above chance: where a model has a margin to keep.
+
+    On a small model several tasks sit at or below chance; their above-chance retention is
+    noise, so a rule about what pruning keeps says more on the tasks this returns.
+    """
+    return [name for name in result.tasks
+            if accuracy_interval(result.subset([name]), metric, resamples, seed, level).above(result.tasks[name].chance)]
 
 
 def accuracy_interval(result: ZeroShotResult, metric: Metric = "acc", resamples: int = RESAMPLES,

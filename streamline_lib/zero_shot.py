@@ -542,6 +542,15 @@ class ZeroShotResult:
         """Every item result, task after task (for the stability metric)."""
         return tuple(item for task in self.tasks.values() for item in task.items)
 
+    def subset(self, tasks: Iterable[str]) -> ZeroShotResult:
+        """The results on ``tasks`` only, e.g. the tasks where the dense model is above chance."""
+        tasks = list(tasks)
+        unknown = [name for name in tasks if name not in self.tasks]
+        if unknown or not tasks:
+            raise ValueError(f"subset needs one or more of the evaluated tasks ({', '.join(self.tasks)}); "
+                             f"got {tasks}")
+        return ZeroShotResult({name: self.tasks[name] for name in tasks}, self.limit, self.seed)
+
 
 def _item_results(items: Sequence[MultipleChoiceItem], encoded: Sequence[EncodedRequest],
                   logliks: Sequence[float]) -> tuple[ItemResult, ...]:

@@ -15,6 +15,7 @@ from streamline_lib.statistics import (
     mcnemar_exact,
     mean_interval,
     precision_note,
+    tasks_above_chance,
 )
 from streamline_lib.zero_shot import ItemResult, TaskResult, ZeroShotResult
 
@@ -143,6 +144,17 @@ def test_compare_tasks_finds_the_one_task_that_changed():
     assert list(per_task) == ["t", "u"]
     assert not per_task["t"].difference.excludes() and per_task["u"].difference.above(0)
     assert per_task["u"].difference.estimate == pytest.approx(0.25) and per_task["u"].items == 300
+
+
+def test_tasks_above_chance_keeps_only_tasks_clearly_above_chance():
+    clear = np.arange(300) % 4 != 0  # 75% right, two options: far above 50%
+    near = np.arange(300) % 100 < 52  # 52% right: inside the noise of 300 items
+    below = np.arange(300) % 10 < 3  # 30% right
+    result = _result(clear=_task("clear", clear), near=_task("near", near), below=_task("below", below))
+    assert tasks_above_chance(result) == ["clear"]
+    assert tasks_above_chance(result.subset(["near", "below"])) == []
+    with pytest.raises(ValueError, match="evaluated tasks"):
+        result.subset(["piqa"])
 
 
 def test_mean_interval_brackets_the_mean_and_refuses_empty_input():
