@@ -77,7 +77,7 @@ def test_accuracy_verdicts_rest_on_the_evaluation_set_with_paired_intervals(chap
 
 
 def test_ledger_page_shows_every_claim():
-    nb = json.loads((ROOT / "notebooks" / "09_ledger.ipynb").read_text())
+    nb = json.loads((ROOT / "notebooks" / "10_ledger.ipynb").read_text())
     outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
     tables = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)
     for claim in set().union(*CHAPTERS_WITH_VERDICTS.values()):
