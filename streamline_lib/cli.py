@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--sparsity", type=_fraction, help="fraction of all parameters to remove, in (0, 1)")
     size.add_argument("--layers", type=_positive_int, help="number of consecutive layers to remove")
     prune.add_argument("--replacement", choices=REPLACEMENTS, default="none",
-                       help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU) "
-                            "or one decoder layer (default: none)")
+                       help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU), "
+                            "one decoder layer, or ReplaceMe's linear map fitted on the training tokens and folded "
+                            "into the layer before the block (default: none)")
     prune.add_argument("--loss", choices=["mse", "lm"], default="mse", help="training loss (default: mse)")
     prune.add_argument("--train-tokens", type=_positive_int, default=262_144,
                        help="training tokens from the corpus's train split (default: 262144, 1,024 sequences "

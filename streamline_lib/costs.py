@@ -59,7 +59,7 @@ class TrainingCost:
     seconds: float  # wall time of the training call
     model_rss: int  # bytes resident once the dense model was loaded
     peak_rss: int  # bytes: the process's peak resident memory while pruning and training
-    train_result: TrainResult
+    train_result: TrainResult | None  # None for the linear map, which is fitted, not trained
 
     @property
     def extra_rss(self) -> int:
@@ -84,7 +84,8 @@ def training_cost(
     in ``dense``'s dtype); the fresh process loads it again and refuses to go on if its
     weights differ. ``method`` is ``"lora"`` (plain removal healed by
     :func:`~streamline_lib.healing.heal_with_lora`; ``config`` must have ``loss="lm"``) or
-    a replacement kind trained by :func:`~streamline_lib.pruning.prune` with ``config``.
+    a replacement kind trained by :func:`~streamline_lib.pruning.prune` with ``config`` (for
+    ``"linear"`` the closed-form fit of ReplaceMe's map, which ``prune`` redoes rather than caches).
     With ``cache`` the measurement is kept on disk (keyed by everything that decides the
     training) and the trained weights join the training cache, so that ``prune(...,
     cache=True)`` or ``heal_with_lora(..., cache=True)`` returns the trained model at once.
@@ -116,8 +117,8 @@ def training_cost(
 
 
 def _cost_from_json(data: dict) -> TrainingCost:
-    record = TrainResult.from_json(data.pop("train_result"))
-    return TrainingCost(**data, train_result=record)
+    record = data.pop("train_result")
+    return TrainingCost(**data, train_result=None if record is None else TrainResult.from_json(record))
 
 
 def _rss_bytes(field: str) -> int | None:

@@ -2,7 +2,8 @@
 
 Three cases, by replacement:
 
-* ``none`` and ``layer``: the pruned model is an ordinary model of its architecture
+* ``none``, ``layer`` and ``linear`` (whose map is folded into a kept layer): the pruned
+  model is an ordinary model of its architecture
   with fewer layers, so it is saved with ``save_pretrained`` and loads with plain
   ``AutoModelForCausalLM.from_pretrained(path)``: vLLM, llama.cpp converters, lm-eval
   and any other transformers-based tool can use it.
@@ -65,6 +66,8 @@ def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN) 
 
 
 def _storage_format(result: PruneResult) -> str:
+    if result.replacement in ("none", "linear"):  # no module where the block was (it may have been the last)
+        return "transformers"
     module = get_layers(result.model)[result.start]
     if not isinstance(module, ResidualFFN):
         return "transformers"
@@ -147,6 +150,7 @@ def save_pruned(
                 "stopped_early": train.stopped_early,
                 "wall_time_s": train.wall_time,
             },
+            "linear_fit": None if result.linear_fit is None else _jsonable(result.linear_fit),
         }
         (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         if path.exists():

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .layers import _check_block, get_layers, num_layers, remove_layers, replace_block
+from .linear_replacement import LinearFit, fit_linear_map, fold_linear_map
 from .replacement import REPLACEMENTS, check_replacement, make_replacement
 from .scoring import score_blocks
 from .trained_cache import cache_folder, load_trained, store_trained, training_key
@@ -48,11 +49,12 @@ class PruneResult:
     n: int  # number of layers removed (replaced by one module unless replacement is "none")
     replacement: str  # one of REPLACEMENTS
     train_result: TrainResult | None  # None when the replacement was not trained
+    linear_fit: LinearFit | None = None  # replacement "linear": how well its map fits the calibration tokens
 
     @property
     def replacement_parameters(self) -> int:
-        """Parameters of the replacement module (0 for plain removal)."""
-        if self.replacement == "none":
+        """Parameters of the replacement module (0 for plain removal and the folded linear map)."""
+        if self.replacement in ("none", "linear"):
             return 0
         return sum(p.numel() for p in get_layers(self.model)[self.start].parameters())
 
@@ -73,7 +75,11 @@ def prune(
     :func:`streamline_lib.training.train_replacement` with ``train_config`` (default
     :class:`TrainConfig`, whose ``seed`` also initialises the replacement), against
     ``model``'s own hidden states for ``loss="mse"``; otherwise it is left untrained.
-    ``"none"`` has nothing to train and ignores ``train_sequences``.
+    ``"none"`` has nothing to train and ignores ``train_sequences``. ``"linear"`` trains
+    nothing either: it fits ReplaceMe's map in closed form on ``train_sequences`` (leaving
+    out ``train_config.mse_skip_tokens`` positions, like the MSE), folds it into layer
+    ``start - 1`` and removes the block; without sequences the map is the identity, i.e.
+    plain removal. The fit is one forward pass, so it is not cached.
 
     ``model`` is not changed: the result holds a deep copy, so both are in memory.
 
@@ -84,6 +90,13 @@ def prune(
     config = train_config or TrainConfig()
     module = make_replacement(model, start, n, replacement, seed=config.seed)  # validates start, n, replacement
     pruned = copy.deepcopy(model)
+    if replacement == "linear":
+        fit = None
+        if train_sequences is not None:
+            t, fit = fit_linear_map(model, start, n, train_sequences, skip_tokens=config.mse_skip_tokens,
+                                    batch_size=config.batch_size, progress=config.progress)
+            fold_linear_map(pruned, start - 1, t)
+        return PruneResult(remove_layers(pruned, start, n), start, n, replacement, None, fit)
     if module is None:
         return PruneResult(remove_layers(pruned, start, n), start, n, replacement, None)
     replace_block(pruned, start, n, module)
@@ -138,11 +151,11 @@ def prune_per_layer(
     :func:`prune` of the block). ``cache`` as in :func:`prune`, per module.
     """
     check_replacement(replacement)
-    if replacement in ("none", "layer"):
+    if replacement in ("none", "layer", "linear"):
         raise ValueError(
             f"replacement={replacement!r} cannot be used per layer: 'layer' would copy each layer back and "
-            "prune nothing, and 'none' is plain removal of the block (use prune); use "
-            f"{', '.join(r for r in REPLACEMENTS if r not in ('none', 'layer'))}"
+            "prune nothing, and 'none' and 'linear' remove the layers, so they are prune() of the block; use "
+            f"{', '.join(r for r in REPLACEMENTS if r not in ('none', 'layer', 'linear'))}"
         )
     _check_block(model, start, n, removing=False)  # the whole block, before any training
     pruned = copy.deepcopy(model)
@@ -183,8 +196,10 @@ def prune_iterative(
     :func:`prune` removes the best one and puts a replacement in its place, trained on
     ``train_sequences`` when given: so round ``k`` trains against the hidden states of
     the round ``k-1`` model, not the original's. Only original decoder layers are
-    candidates (replacing a replacement removes nothing), and, for the FFN replacements,
-    not position 0 (see :func:`streamline_lib.replacement.make_replacement`).
+    candidates (replacing a replacement removes nothing), and, for the FFN replacements
+    and the linear map, not position 0 (see :func:`streamline_lib.replacement.make_replacement`).
+    With ``"linear"`` each round folds a map fitted on the current model into the layer
+    before the removed one.
 
     ``replacement="layer"`` is refused: a copy of the one layer it replaces already
     maps its input to its output exactly, so a round would change nothing. ``model``
@@ -215,7 +230,7 @@ def prune_iterative(
         starts.append(start)
         removed.append(layer_map[start])
         train_results.append(result.train_result)
-        if replacement == "none":
+        if replacement in ("none", "linear"):  # the layer is gone, no module took its place
             del layer_map[start]
         else:
             layer_map[start] = None

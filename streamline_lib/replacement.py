@@ -8,7 +8,10 @@ The variants compared in the paper, by their public names (:data:`REPLACEMENTS`)
 * ``ffn``: a SwiGLU MLP shaped like the model's own, ``d -> intermediate -> d``;
 * ``ffn_relu``: the authors' example, ``Linear(d, 4d) -> ReLU -> Linear(4d, d)``;
 * ``layer``: one decoder layer of the model's own class, a copy of the first removed
-  layer (the authors' default).
+  layer (the authors' default);
+* ``linear``: no module at all: ReplaceMe's least-squares linear map, folded into the
+  MLP output projection of the layer before the block
+  (:mod:`streamline_lib.linear_replacement`), so the pruned model is a plain model.
 
 The FFN variants are **residual**, ``h + f(norm(h))``, with a fresh pre-norm of the
 model's own norm class. The block they stand in for is itself a stack of residual
@@ -50,6 +53,7 @@ from torch import nn
 from torch.nn import functional
 
 from .layers import _check_block, final_norm, get_layers
+from .linear_replacement import check_linear_block
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -58,7 +62,7 @@ __all__ = [
     "REPLACEMENTS", "SwiGLU", "ResidualFFN", "check_replacement", "is_llama_style", "make_ffn_like", "make_replacement",
 ]
 
-REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "layer")
+REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "layer", "linear")
 """The replacement variants, by public name; see the module docstring."""
 
 
@@ -168,15 +172,18 @@ def make_ffn_like(model: PreTrainedModel, kind: str, seed: int = 0) -> ResidualF
 def make_replacement(model: PreTrainedModel, start: int, n: int, kind: str, seed: int = 0) -> nn.Module | None:
     """The ``kind`` replacement for layers ``start .. start+n-1`` of ``model`` (untrained), or ``None``.
 
-    ``None`` for ``kind="none"`` (plain removal). ``model`` is the dense model, which
+    ``None`` for ``kind="none"`` (plain removal) and ``"linear"`` (the block is removed and a
+    map folded into layer ``start - 1``: :func:`streamline_lib.pruning.prune` does that). ``model`` is the dense model, which
     is not changed: the ``layer`` replacement and the llama-style ``ffn`` are copies of
     parts of layer ``start``. The module has the model's dtype and device; put it in
     place with :func:`streamline_lib.layers.replace_block`. ``seed`` drives the fresh
     initialisations.
     """
     check_replacement(kind)
+    if kind == "linear":
+        check_linear_block(model, start, n)
     _check_block(model, start, n, removing=kind == "none")
-    if kind == "none":
+    if kind in ("none", "linear"):
         return None
     layer = get_layers(model)[start]
     if kind == "layer":

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from transformers import AutoModelForCausalLM
 
 from streamline_lib.cli import main
 from streamline_lib.export import read_metadata
@@ -114,3 +115,15 @@ def test_prune_then_eval_round_trip(capsys, tmp_path):
     line = error_line(capsys, ["prune", "--layers", "4", "--out", str(out), *FAST_CALIBRATION])
     assert "--force" in line
     assert read_metadata(out)["replacement"] == "ffn"
+
+
+@pytest.mark.integration
+def test_prune_with_the_linear_map_saves_a_plain_model(capsys, tmp_path):
+    out = tmp_path / "linear"
+    assert main(["prune", "--layers", "4", "--replacement", "linear", "--train-tokens", "256", "--json",
+                 "--out", str(out), *FAST_CALIBRATION]) == 0
+    metadata = read_metadata(out)
+    assert metadata["replacement"] == "linear" and metadata["storage"] == "transformers"
+    assert metadata["linear_fit"]["fitted_error"] < metadata["linear_fit"]["removal_error"]
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.num_hidden_layers == 30 - 4

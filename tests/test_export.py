@@ -28,7 +28,10 @@ def tiny():
 
 
 def _pruned(model, replacement):
-    result = prune(model, 2, 3, replacement=replacement)
+    # the linear map is fitted on a few token windows; without them it would be the identity (plain removal)
+    tokens = torch.randint(0, 64, (8, 12), generator=torch.Generator().manual_seed(2)) if replacement == "linear" \
+        else None
+    result = prune(model, 2, 3, replacement=replacement, train_sequences=tokens)
     module = get_layers(result.model)[2]
     if isinstance(module, ResidualFFN):
         # untrained FFNs may be exactly plain removal; give them weights that matter
@@ -48,7 +51,7 @@ IDS = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
 
 
 @pytest.mark.parametrize("replacement,storage", [("none", "transformers"), ("layer", "transformers"),
-                                                 ("ffn", "transformers-zero-attention")])
+                                                 ("linear", "transformers"), ("ffn", "transformers-zero-attention")])
 def test_plain_transformers_loads_the_export(tiny, tmp_path, replacement, storage):
     model, tokenizer = tiny
     result = _pruned(model, replacement)
@@ -60,6 +63,7 @@ def test_plain_transformers_loads_the_export(tiny, tmp_path, replacement, storag
     assert (meta["start"], meta["n"], meta["replacement"], meta["metric"]) == (2, 3, replacement, "cosine")
     assert meta["removed_layers"] == [2, 3, 4]
     assert meta["source_model"] == "tiny"
+    assert (meta["linear_fit"] is not None) == (replacement == "linear")
 
 
 @pytest.mark.parametrize("replacement", ["ffn", "ffn_relu"])

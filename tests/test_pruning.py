@@ -11,6 +11,7 @@ from test_training import FAST, counting_tokens, random_tokens, tiny_llama
 from torch import nn
 
 from streamline_lib.layers import get_layers, num_layers, remove_layers
+from streamline_lib.linear_replacement import fit_linear_map, fold_linear_map
 from streamline_lib.pruning import prune, prune_iterative, prune_per_layer
 from streamline_lib.replacement import REPLACEMENTS, ResidualFFN
 from streamline_lib.scoring import score_blocks
@@ -32,7 +33,9 @@ def assert_unchanged(model: nn.Module, before: tuple[dict, dict, list]) -> None:
         assert torch.equal(value, state[key]), key
 
 
-CASES = [(model_type, kind) for model_type in ARCHS for kind in REPLACEMENTS]
+# Gemma 3 normalises its MLP output, so the linear map has nowhere to be folded (refused: test_linear_replacement).
+CASES = [(model_type, kind) for model_type in ARCHS for kind in REPLACEMENTS
+         if (model_type, kind) != ("gemma3_text", "linear")]
 
 
 @pytest.mark.parametrize(("model_type", "kind"), CASES)
@@ -43,7 +46,7 @@ def test_prune_every_architecture_with_every_replacement(model_type, kind):
     model = result.model
     assert model is not dense and (result.start, result.n, result.replacement) == (1, 3, kind)
     assert result.train_result is None
-    assert num_layers(model) == model.config.num_hidden_layers == LAYERS - 3 + (kind != "none")
+    assert num_layers(model) == model.config.num_hidden_layers == LAYERS - 3 + (kind not in ("none", "linear"))
     inputs = batch()
     out = logits(model, inputs)
     assert out.shape == (inputs["attention_mask"].sum(), model.config.vocab_size)
@@ -150,7 +153,7 @@ def test_per_layer_trains_one_module_per_layer_on_its_own_pair():
 
 def test_per_layer_refuses_what_would_prune_nothing():
     dense = build("llama")
-    for kind in ("layer", "none"):
+    for kind in ("layer", "none", "linear"):
         with pytest.raises(ValueError, match=f"replacement='{kind}' cannot be used per layer"):
             prune_per_layer(dense, 1, 2, kind, random_tokens())
     with pytest.raises(ValueError, match=r"start=4 \+ n=3 = 7 runs past the last layer"):
@@ -197,3 +200,31 @@ def test_iterative_refuses_layer_and_too_many_rounds():
         prune_iterative(dense, 6, "none", random_tokens(4))
     with pytest.raises(ValueError, match="unknown replacement"):
         prune_iterative(dense, 2, "lora", random_tokens(4))
+
+
+def test_linear_replacement_folds_the_fitted_map_and_removes_the_block():
+    dense = tiny_llama()
+    before = snapshot(dense)
+    tokens = random_tokens()
+    result = prune(dense, 2, 3, "linear", tokens, TrainConfig(**FAST))
+    assert num_layers(result.model) == 3 and result.replacement_parameters == 0 and result.train_result is None
+    assert result.linear_fit.fitted_error < result.linear_fit.removal_error
+    assert type(result.model) is type(dense)  # a plain model of the architecture: nothing was added
+    t, _ = fit_linear_map(dense, 2, 3, tokens, progress=False)
+    expected = copy.deepcopy(dense)
+    fold_linear_map(expected, 1, t)
+    remove_layers(expected, 2, 3)
+    inputs = {"input_ids": tokens[:4], "attention_mask": torch.ones_like(tokens[:4])}
+    torch.testing.assert_close(logits(result.model, inputs), logits(expected, inputs))
+    untrained = prune(dense, 2, 3, "linear")  # no tokens: the identity map, i.e. plain removal
+    torch.testing.assert_close(logits(untrained.model, inputs), logits(prune(dense, 2, 3).model, inputs))
+    with pytest.raises(ValueError, match="start >= 1"):
+        prune(dense, 0, 2, "linear", tokens)
+    assert_unchanged(dense, before)
+
+
+def test_iterative_linear_removes_layers_and_folds_a_map_each_round():
+    dense = tiny_llama()
+    result = prune_iterative(dense, 2, "linear", random_tokens(8), random_tokens(), TrainConfig(**FAST))
+    assert num_layers(result.model) == 4 and 0 not in result.starts
+    assert result.layer_map == tuple(i for i in range(6) if i not in result.removed)
