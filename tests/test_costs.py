@@ -52,6 +52,14 @@ def test_cost_is_measured_and_the_model_comes_from_the_cache(saved, isolated_cac
     assert training_cost(dense, folder, 2, 3, method, tokens, config) == cost  # the measurement is cached
 
 
+def test_cost_of_the_linear_map_is_measured_and_cached(saved, isolated_cache):
+    folder, dense = saved
+    cost = training_cost(dense, folder, 2, 3, "linear", counting_tokens(), TrainConfig(**FAST))
+    assert cost.method == "linear" and cost.train_result is None  # fitted in closed form, nothing trained
+    assert cost.seconds > 0 and 0 < cost.model_rss < cost.peak_rss
+    assert training_cost(dense, folder, 2, 3, "linear", counting_tokens(), TrainConfig(**FAST)) == cost
+
+
 def test_cost_refuses_bad_input(saved, isolated_cache):
     folder, dense = saved
     with pytest.raises(ValueError, match="unknown method 'none'; choose one of lora, ffn"):
