@@ -61,7 +61,7 @@ class LinearFit:
 
     tokens: int  # calibration positions in the fit (skipped positions excluded)
     removal_error: float  # mean squared error of h_{start+n} with the block simply removed
-    fitted_error: float  # the same with the fitted map (never above removal_error: T = I is removal)
+    fitted_error: float  # the same with the fitted map (with ridge=0 never above removal_error: T = I is removal)
     ridge: float  # the regularisation used, relative to the mean diagonal of M^T M
     seconds: float  # wall time of the fit (one forward pass up to the block's end, and a d x d solve)
 
