@@ -44,7 +44,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 
 from .layers import decoder_layer_class, get_layers, replace_block
 from .pruning import PruneResult
-from .replacement import ResidualFFN, is_llama_style, make_ffn_like
+from .replacement import NO_MODULE, ResidualFFN, is_llama_style, make_ffn_like
 
 __all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "check_output_folder", "save_pruned", "read_metadata", "load_pruned"]
 
@@ -66,7 +66,7 @@ def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN) 
 
 
 def _storage_format(result: PruneResult) -> str:
-    if result.replacement in ("none", "linear"):  # no module where the block was (it may have been the last)
+    if result.replacement in NO_MODULE:  # nothing stands where the block was (it may have been the last)
         return "transformers"
     module = get_layers(result.model)[result.start]
     if not isinstance(module, ResidualFFN):

@@ -28,7 +28,7 @@ import torch
 
 from .layers import _check_block, get_layers, num_layers, remove_layers, replace_block
 from .linear_replacement import LinearFit, fit_linear_map, fold_linear_map
-from .replacement import REPLACEMENTS, check_replacement, make_replacement
+from .replacement import NO_MODULE, REPLACEMENTS, check_replacement, make_replacement
 from .scoring import score_blocks
 from .trained_cache import cache_folder, load_trained, store_trained, training_key
 from .training import TrainConfig, TrainResult, train_replacement
@@ -54,7 +54,7 @@ class PruneResult:
     @property
     def replacement_parameters(self) -> int:
         """Parameters of the replacement module (0 for plain removal and the folded linear map)."""
-        if self.replacement in ("none", "linear"):
+        if self.replacement in NO_MODULE:
             return 0
         return sum(p.numel() for p in get_layers(self.model)[self.start].parameters())
 
@@ -151,11 +151,11 @@ def prune_per_layer(
     :func:`prune` of the block). ``cache`` as in :func:`prune`, per module.
     """
     check_replacement(replacement)
-    if replacement in ("none", "layer", "linear"):
+    if replacement == "layer" or replacement in NO_MODULE:
         raise ValueError(
             f"replacement={replacement!r} cannot be used per layer: 'layer' would copy each layer back and "
             "prune nothing, and 'none' and 'linear' remove the layers, so they are prune() of the block; use "
-            f"{', '.join(r for r in REPLACEMENTS if r not in ('none', 'layer', 'linear'))}"
+            f"{', '.join(r for r in REPLACEMENTS if r != 'layer' and r not in NO_MODULE)}"
         )
     _check_block(model, start, n, removing=False)  # the whole block, before any training
     pruned = copy.deepcopy(model)
@@ -230,7 +230,7 @@ def prune_iterative(
         starts.append(start)
         removed.append(layer_map[start])
         train_results.append(result.train_result)
-        if replacement in ("none", "linear"):  # the layer is gone, no module took its place
+        if replacement in NO_MODULE:  # the layer is gone, no module took its place
             del layer_map[start]
         else:
             layer_map[start] = None

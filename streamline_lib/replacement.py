@@ -59,11 +59,14 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
-    "REPLACEMENTS", "SwiGLU", "ResidualFFN", "check_replacement", "is_llama_style", "make_ffn_like", "make_replacement",
+    "NO_MODULE", "REPLACEMENTS", "SwiGLU", "ResidualFFN", "check_replacement", "is_llama_style", "make_ffn_like", "make_replacement",
 ]
 
 REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "layer", "linear")
 """The replacement variants, by public name; see the module docstring."""
+
+NO_MODULE: tuple[str, ...] = ("none", "linear")
+"""The replacements that leave no module where the block was: the block's layers are removed."""
 
 
 def check_replacement(kind: str) -> None:
@@ -182,8 +185,8 @@ def make_replacement(model: PreTrainedModel, start: int, n: int, kind: str, seed
     check_replacement(kind)
     if kind == "linear":
         check_linear_block(model, start, n)
-    _check_block(model, start, n, removing=kind == "none")
-    if kind in ("none", "linear"):
+    _check_block(model, start, n, removing=kind in NO_MODULE)
+    if kind in NO_MODULE:
         return None
     layer = get_layers(model)[start]
     if kind == "layer":
