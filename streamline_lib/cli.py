@@ -78,10 +78,15 @@ def _prune(args: argparse.Namespace) -> dict:
 
     out = Path(args.out)
     check_output_folder(out, args.force, fix="pass --force to overwrite it")  # before loading and training
+    if args.method != "block" and args.replacement != "none":
+        raise ValueError(f"--method {args.method} removes layers that need not be neighbours, so nothing can stand "
+                         f"in for them: drop --replacement {args.replacement}, or use --method block")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     n = args.layers if args.layers is not None else layers_for_sparsity(model, args.sparsity)
     timings = {}
     t0 = time.perf_counter()
+    if args.method != "block":
+        return _prune_layer_set(args, model, tokenizer, n, out, timings, t0)
     start = score_blocks(model, _calibration(model, tokenizer, args), n=n, metric=args.metric).best_start
     timings["score_s"] = time.perf_counter() - t0
     _log(f"removing layers {start}..{start + n - 1} ({n} layers, metric {args.metric})")
@@ -99,6 +104,29 @@ def _prune(args: argparse.Namespace) -> dict:
     if not args.json:
         print(f"saved the pruned model ({args.replacement}, layers {start}..{start + n - 1} removed) to {out}")
     return {"out": str(out), "start": start, "n": n, "replacement": args.replacement, **timings}
+
+
+def _prune_layer_set(args: argparse.Namespace, model, tokenizer, n: int, out: Path, timings: dict,
+                     began: float) -> dict:
+    """``prune --method shortgpt|sleb``: choose ``n`` layers, consecutive or not, and remove them."""
+    from .export import save_pruned
+    from .pruning import prune_layers
+    from .scoring import collect_stats, shortgpt_layers, sleb_layers
+
+    calibration = _calibration(model, tokenizer, args)
+    if args.method == "shortgpt":
+        layers = shortgpt_layers(collect_stats(model, calibration), n)
+    else:
+        layers = sleb_layers(model, calibration, n).first(n)
+    timings["score_s"] = time.perf_counter() - began
+    _log(f"removing layers {', '.join(map(str, layers))} ({n} layers, method {args.method})")
+    t0 = time.perf_counter()
+    result = prune_layers(model, layers)
+    timings["prune_s"] = time.perf_counter() - t0
+    save_pruned(result, tokenizer, out, source_model=args.model, metric=args.method, overwrite=args.force)
+    if not args.json:
+        print(f"saved the pruned model (layers {', '.join(map(str, layers))} removed) to {out}")
+    return {"out": str(out), "layers": layers, "n": n, "method": args.method, "replacement": "none", **timings}
 
 
 def _eval(args: argparse.Namespace) -> dict:
@@ -173,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     size = prune.add_mutually_exclusive_group(required=True)
     size.add_argument("--sparsity", type=_fraction, help="fraction of all parameters to remove, in (0, 1)")
     size.add_argument("--layers", type=_positive_int, help="number of consecutive layers to remove")
+    prune.add_argument("--method", choices=["block", "shortgpt", "sleb"], default="block",
+                       help="which layers: block, the consecutive block --metric scores best (LLM-Streamline); "
+                            "shortgpt, the layers of lowest Block Influence; sleb, layers removed one at a time by "
+                            "calibration perplexity (slow: about L x N perplexity passes). shortgpt and sleb need "
+                            "not pick neighbours and take no replacement (default: block)")
     prune.add_argument("--replacement", choices=REPLACEMENTS, default="none",
                        help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU), "
                             "one decoder layer, or ReplaceMe's linear map fitted on the training tokens and folded "

@@ -21,8 +21,9 @@ Three cases, by replacement:
   :func:`streamline_lib.models.load_model`) rebuilds the model with our
   :class:`~streamline_lib.replacement.ResidualFFN`.
 
-Beside ``config.json``, ``streamline.json`` records the source model, the removed block
-(``start``: first removed layer, 0-based; ``n``: number of layers removed), the metric,
+Beside ``config.json``, ``streamline.json`` records the source model, the removed layers
+(``removed_layers``, 0-based; ``start``: the first of them when they are one block, else
+null; ``n``: how many), the metric or selection method,
 the replacement, its training settings and results, and the storage format.
 """
 
@@ -43,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from .layers import decoder_layer_class, get_layers, replace_block
-from .pruning import PruneResult
+from .pruning import LayerSetPruneResult, PruneResult
 from .replacement import NO_MODULE, ResidualFFN, is_llama_style, make_ffn_like
 
 __all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "check_output_folder", "save_pruned", "read_metadata", "load_pruned"]
@@ -65,7 +66,7 @@ def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN) 
     return layer
 
 
-def _storage_format(result: PruneResult) -> str:
+def _storage_format(result: PruneResult | LayerSetPruneResult) -> str:
     if result.replacement in NO_MODULE:  # nothing stands where the block was (it may have been the last)
         return "transformers"
     module = get_layers(result.model)[result.start]
@@ -98,7 +99,7 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool, fix: str = "pa
 
 
 def save_pruned(
-    result: PruneResult,
+    result: PruneResult | LayerSetPruneResult,
     tokenizer: PreTrainedTokenizerBase,
     path: str | os.PathLike,
     source_model: str,
@@ -136,7 +137,7 @@ def save_pruned(
             "source_model": source_model,
             "start": result.start,
             "n": result.n,
-            "removed_layers": list(range(result.start, result.start + result.n)),
+            "removed_layers": list(result.removed_layers),
             "metric": metric,
             "replacement": result.replacement,
             "storage": storage,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +198,32 @@ def remove_layers(model: PreTrainedModel, start: int, n: int) -> PreTrainedModel
     """Remove layers ``start .. start+n-1`` (0-based, ``n`` layers) in place; returns ``model``."""
     _check_block(model, start, n, removing=True)
     return _splice(model, start, n, [])
+
+
+def check_layer_set(model: PreTrainedModel, layers: Iterable[int]) -> list[int]:
+    """The 0-based ``layers`` to remove, sorted, after checking that removing them leaves a model."""
+    indices = sorted(layers)
+    total = num_layers(model)
+    if not indices:
+        raise ValueError("layers is empty: name at least one 0-based layer index to remove")
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"layers {indices} name a layer more than once; each index must appear once")
+    if indices[0] < 0 or indices[-1] >= total:
+        raise ValueError(f"layers {indices} run outside 0 .. {total - 1} (the model has {total} layers)")
+    if len(indices) == total:
+        raise ValueError(f"removing all {total} layers leaves no model; keep at least one")
+    return indices
+
+
+def remove_layer_set(model: PreTrainedModel, layers: Iterable[int]) -> PreTrainedModel:
+    """Remove the layers at the 0-based ``layers`` indices, consecutive or not, in place; returns ``model``.
+
+    ShortGPT and SLEB remove layers that need not be neighbours. Indices are those of the
+    model as it is now (:func:`check_layer_set` says what is refused).
+    """
+    for index in reversed(check_layer_set(model, layers)):  # from the top down, so the lower indices stay valid
+        _splice(model, index, 1, [])
+    return model
 
 
 def replace_block(model: PreTrainedModel, start: int, n: int, module: nn.Module) -> PreTrainedModel:

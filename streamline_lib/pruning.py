@@ -21,12 +21,13 @@ import copy
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from .layers import _check_block, get_layers, num_layers, remove_layers, replace_block
+from .layers import _check_block, check_layer_set, get_layers, num_layers, remove_layer_set, remove_layers, replace_block
 from .linear_replacement import LinearFit, fit_linear_map, fold_linear_map
 from .replacement import NO_MODULE, REPLACEMENTS, check_replacement, make_replacement
 from .scoring import score_blocks
@@ -36,8 +37,8 @@ from .training import TrainConfig, TrainResult, train_replacement
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["PruneResult", "PerLayerPruneResult", "IterativePruneResult", "prune", "prune_per_layer",
-           "prune_iterative"]
+__all__ = ["PruneResult", "LayerSetPruneResult", "PerLayerPruneResult", "IterativePruneResult", "prune",
+           "prune_layers", "prune_per_layer", "prune_iterative"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class PruneResult:
         if self.replacement in NO_MODULE:
             return 0
         return sum(p.numel() for p in get_layers(self.model)[self.start].parameters())
+
+    @property
+    def removed_layers(self) -> tuple[int, ...]:
+        """The original 0-based indices of the block's layers."""
+        return tuple(range(self.start, self.start + self.n))
 
 
 def prune(
@@ -113,6 +119,40 @@ def prune(
                 trained = train_replacement(pruned, start, train_sequences, config, dense=model)
                 store_trained(folder, key, module.state_dict(), trained)
     return PruneResult(pruned, start, n, replacement, trained)
+
+
+@dataclass(frozen=True)
+class LayerSetPruneResult:
+    """A model with some layers removed, consecutive or not (ShortGPT, SLEB), and nothing in their place."""
+
+    model: PreTrainedModel  # a new model; the dense one is unchanged
+    removed_layers: tuple[int, ...]  # original 0-based indices, increasing
+    replacement: str = "none"
+    train_result: None = None
+    linear_fit: None = None
+    replacement_parameters: int = 0
+
+    @property
+    def n(self) -> int:
+        """The number of layers removed."""
+        return len(self.removed_layers)
+
+    @property
+    def start(self) -> int | None:
+        """The first removed layer when the removed layers are one block, else None."""
+        first = self.removed_layers[0]
+        return first if self.removed_layers == tuple(range(first, first + self.n)) else None
+
+
+def prune_layers(model: PreTrainedModel, layers: Sequence[int]) -> LayerSetPruneResult:
+    """A copy of ``model`` without the layers at the 0-based indices ``layers``, consecutive or not.
+
+    How ShortGPT (:func:`streamline_lib.scoring.shortgpt_layers`) and SLEB
+    (:func:`streamline_lib.scoring.sleb_layers`) prune: nothing stands in for the
+    layers, so the result is a plain model of the same architecture.
+    """
+    indices = check_layer_set(model, layers)  # before the copy
+    return LayerSetPruneResult(remove_layer_set(copy.deepcopy(model), indices), tuple(indices))
 
 
 @dataclass(frozen=True)

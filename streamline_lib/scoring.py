@@ -26,6 +26,8 @@ metric         score of the block (``start``, ``n``)                        bloc
 
 ShortGPT itself removes the ``n`` lowest-BI layers, consecutive or not
 (:func:`shortgpt_layers`); the ``bi`` block score is its closest consecutive analogue.
+SLEB removes layers one at a time, each the one whose removal raises calibration
+perplexity least in the model pruned so far (:func:`sleb_layers`), consecutive or not.
 
 :func:`collect_stats` keeps running sums over batches, never the states of the whole
 calibration set (the authors' code keeps them all and builds a tokens x tokens matrix
@@ -34,9 +36,11 @@ per sequence to read its diagonal), so memory is bounded by one batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,8 +49,9 @@ from torch.nn import functional
 
 from .evaluation import perplexity
 from .hidden_states import iter_hidden_states
-from .layers import _layers_owner, get_layers, num_layers, remove_layers
+from .layers import _check_block, _layers_owner, get_layers, num_layers, remove_layer_set
 from .progress import progress_bar
+from .results_cache import fingerprint, load_result, model_fingerprint, results_dir, store_result
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -61,8 +66,11 @@ __all__ = [
     "shortgpt_layers",
     "block_scores",
     "score_matrix",
+    "layers_removed",
     "block_removed",
     "perplexity_scores",
+    "SlebResult",
+    "sleb_layers",
     "score_blocks",
 ]
 
@@ -252,24 +260,24 @@ def score_matrix(stats: HiddenStateStats, metric: str) -> torch.Tensor:
 
 
 @contextmanager
-def block_removed(model: PreTrainedModel, start: int, n: int) -> Iterator[PreTrainedModel]:
-    """Within the block, ``model`` has layers ``start … start+n-1`` removed, in place.
+def layers_removed(model: PreTrainedModel, layers: Iterable[int]) -> Iterator[PreTrainedModel]:
+    """Within the block, ``model`` has the layers at indices ``layers`` removed, in place.
 
     On exit, even after an exception, the model is restored exactly: the same layer list
     object, ``num_hidden_layers``, ``layer_types``, every ``layer_idx`` and qwen2's
     ``has_sliding_layers``. Nothing is copied, so this suits 7B models.
     """
     owner, name = _layers_owner(model)
-    layers = get_layers(model)
+    layers_list = get_layers(model)
     config = model.config
     num_hidden_layers = config.num_hidden_layers
     layer_types = getattr(config, "layer_types", None)
-    layer_indices = [(module, module.layer_idx) for module in layers.modules() if hasattr(module, "layer_idx")]
+    layer_indices = [(module, module.layer_idx) for module in layers_list.modules() if hasattr(module, "layer_idx")]
     has_sliding = getattr(owner, "has_sliding_layers", None)
     try:
-        yield remove_layers(model, start, n)
+        yield remove_layer_set(model, layers)
     finally:
-        setattr(owner, name, layers)
+        setattr(owner, name, layers_list)
         config.num_hidden_layers = num_hidden_layers
         if layer_types is not None:
             config.layer_types = layer_types
@@ -277,6 +285,12 @@ def block_removed(model: PreTrainedModel, start: int, n: int) -> Iterator[PreTra
             module.layer_idx = index
         if has_sliding is not None:
             owner.has_sliding_layers = has_sliding
+
+
+def block_removed(model: PreTrainedModel, start: int, n: int) -> AbstractContextManager[PreTrainedModel]:
+    """Within the block, ``model`` has layers ``start … start+n-1`` removed (:func:`layers_removed`)."""
+    _check_block(model, start, n, removing=True)
+    return layers_removed(model, range(start, start + n))
 
 
 def perplexity_scores(
@@ -293,6 +307,65 @@ def perplexity_scores(
         with block_removed(model, start, n):
             scores.append(perplexity(model, sequences, batch_size, progress=False))
     return BlockScores("ppl", n, tuple(scores), HIGHER_IS_BETTER["ppl"])
+
+
+@dataclass(frozen=True)
+class SlebResult:
+    """SLEB's greedy choice: the layers removed, round by round."""
+
+    layers: tuple[int, ...]
+    """Original 0-based indices of the removed layers, in the order they were removed."""
+    perplexities: tuple[float, ...]
+    """Calibration perplexity of the model after each round."""
+
+    def first(self, n: int) -> list[int]:
+        """The layers SLEB removes for ``n`` layers, in increasing index order.
+
+        Greedy rounds never look ahead, so the choice for ``n`` is the first ``n`` rounds
+        of any longer run on the same text.
+        """
+        if not 1 <= n <= len(self.layers):
+            raise ValueError(f"n={n}: this run removed {len(self.layers)} layers; ask for 1 .. {len(self.layers)}")
+        return sorted(self.layers[:n])
+
+
+def sleb_layers(
+    model: PreTrainedModel, sequences: torch.Tensor, n: int, batch_size: int = 8, progress: bool = True,
+    cache: bool | str | os.PathLike = False,
+) -> SlebResult:
+    """SLEB (Song et al., 2024): remove ``n`` layers one at a time, each the one whose removal hurts least.
+
+    Every round tries removing each remaining layer from the model pruned so far and keeps
+    the removal with the lowest perplexity on the calibration ``sequences``; ties go to
+    the lower index. That is ``L + (L-1) + ... + (L-n+1)`` perplexity evaluations, so
+    calibration text costs far more here than for the one-pass metrics. The model is
+    restored after every evaluation and is unchanged on return. ``cache`` keeps the
+    result on disk (``cache_dir()/results`` for True, or a folder), keyed by the model's
+    weights, the tokens, ``n`` and ``batch_size``.
+    """
+    total = num_layers(model)
+    _check_n(n, total)
+    if cache is not False:
+        folder = results_dir(None if cache is True else cache)
+        key = {"kind": "sleb", "model": model_fingerprint(model), "tokens": fingerprint(sequences.tolist()),
+               "n": n, "batch_size": batch_size}
+        cached = load_result(folder, key, lambda data: SlebResult(tuple(data["layers"]), tuple(data["perplexities"])))
+        if cached is not None:
+            return cached
+    removed: list[int] = []
+    perplexities: list[float] = []
+    for _ in progress_bar(range(n), "SLEB rounds", enabled=progress):
+        trials = {}
+        for candidate in (i for i in range(total) if i not in removed):
+            with layers_removed(model, [*removed, candidate]):
+                trials[candidate] = perplexity(model, sequences, batch_size, progress=False)
+        best = min(trials, key=lambda i: (trials[i], i))
+        removed.append(best)
+        perplexities.append(trials[best])
+    result = SlebResult(tuple(removed), tuple(perplexities))
+    if cache is not False:
+        store_result(folder, key, dataclasses.asdict(result))
+    return result
 
 
 def score_blocks(

@@ -127,3 +127,22 @@ def test_prune_with_the_linear_map_saves_a_plain_model(capsys, tmp_path):
     assert metadata["linear_fit"]["fitted_error"] < metadata["linear_fit"]["removal_error"]
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.num_hidden_layers == 30 - 4
+
+
+def test_layer_set_methods_refuse_a_replacement_before_loading(capsys, tmp_path):
+    line = error_line(capsys, ["prune", "--layers", "4", "--method", "sleb", "--replacement", "layer",
+                               "--out", str(tmp_path / "x"), "--model", "no-such-model"])
+    assert "drop --replacement layer, or use --method block" in line
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["shortgpt", "sleb"])
+def test_prune_layers_that_need_not_be_neighbours(capsys, tmp_path, method):
+    out = tmp_path / method
+    assert main(["prune", "--layers", "2", "--method", method, "--json", "--out", str(out),
+                 *FAST_CALIBRATION]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    metadata = read_metadata(out)
+    assert printed["layers"] == metadata["removed_layers"] and len(printed["layers"]) == 2
+    assert (metadata["metric"], metadata["replacement"], metadata["n"]) == (method, "none", 2)
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 30 - 2

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from streamline_lib.export import METADATA_FILE, load_pruned, read_metadata, save_pruned
 from streamline_lib.layers import get_layers
 from streamline_lib.models import load_model
-from streamline_lib.pruning import prune
+from streamline_lib.pruning import prune, prune_layers
 from streamline_lib.replacement import ResidualFFN
 
 
@@ -64,6 +64,17 @@ def test_plain_transformers_loads_the_export(tiny, tmp_path, replacement, storag
     assert meta["removed_layers"] == [2, 3, 4]
     assert meta["source_model"] == "tiny"
     assert (meta["linear_fit"] is not None) == (replacement == "linear")
+
+
+def test_layers_that_are_not_neighbours_export_as_a_plain_model(tiny, tmp_path):
+    model, tokenizer = tiny
+    result = prune_layers(model, [1, 4])
+    save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny", metric="shortgpt")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(_logits(reloaded, IDS), _logits(result.model, IDS))
+    meta = read_metadata(tmp_path / "out")
+    assert (meta["removed_layers"], meta["start"], meta["n"], meta["metric"]) == ([1, 4], None, 2, "shortgpt")
+    assert (meta["replacement"], meta["storage"], meta["training"]) == ("none", "transformers", None)
 
 
 @pytest.mark.parametrize("replacement", ["ffn", "ffn_relu"])

@@ -12,7 +12,7 @@ from torch import nn
 
 from streamline_lib.layers import get_layers, num_layers, remove_layers
 from streamline_lib.linear_replacement import fit_linear_map, fold_linear_map
-from streamline_lib.pruning import prune, prune_iterative, prune_per_layer
+from streamline_lib.pruning import prune, prune_iterative, prune_layers, prune_per_layer
 from streamline_lib.replacement import REPLACEMENTS, ResidualFFN
 from streamline_lib.scoring import score_blocks
 from streamline_lib.training import TrainConfig, train_replacement
@@ -61,6 +61,28 @@ def test_plain_removal_is_skipping_the_block():
     result = prune(dense, 2, 3)
     skip_with_hooks(dense, range(2, 5))
     torch.testing.assert_close(logits(result.model, batch()), logits(dense, batch()))
+
+
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_prune_layers_is_skipping_those_layers_and_runs_generate(model_type):
+    dense = build(model_type)
+    result = prune_layers(dense, [4, 1, 3])  # any order, not neighbours
+    assert result.removed_layers == (1, 3, 4) and result.n == 3 and result.start is None
+    assert num_layers(result.model) == LAYERS - 3 == result.model.config.num_hidden_layers
+    assert num_layers(dense) == LAYERS  # the dense model is unchanged
+    skip_with_hooks(dense, [1, 3, 4])
+    torch.testing.assert_close(logits(result.model, batch()), logits(dense, batch()))
+    torch.testing.assert_close(greedy(result.model, batch(), use_cache=True),
+                               greedy(result.model, batch(), use_cache=False))
+
+
+def test_prune_layers_of_one_block_says_where_it_starts_and_refuses_bad_sets():
+    dense = build("llama")
+    assert prune_layers(dense, [2, 3]).start == 2
+    for layers, message in [([], "is empty"), ([1, 1], "more than once"), ([LAYERS], "run outside"),
+                            (list(range(LAYERS)), "leaves no model")]:
+        with pytest.raises(ValueError, match=message):
+            prune_layers(dense, layers)
 
 
 def test_replacement_parameters():

@@ -17,6 +17,8 @@ from streamline_lib.scoring import (
     block_influence,
     block_removed,
     block_scores,
+    layers_removed,
+    sleb_layers,
     collect_stats,
     perplexity_scores,
     score_blocks,
@@ -233,3 +235,37 @@ def test_bad_block_length_and_metric(model, stats, seqs):
         block_scores(stats, "ppl", 2)
     with pytest.raises(ValueError, match=r"shape \(num_seqs"):
         collect_stats(model, seqs[0], progress=False)
+
+
+def test_layers_removed_takes_any_set_and_restores_the_model():
+    model = tiny_llama()
+    seqs = token_ids(2, 6)
+    with torch.no_grad():
+        before = model(seqs).logits
+        with layers_removed(model, [3, 0]):
+            assert len(get_layers(model)) == model.config.num_hidden_layers == LAYERS - 2
+            assert [layer.self_attn.layer_idx for layer in get_layers(model)] == [0, 1, 2]
+        torch.testing.assert_close(model(seqs).logits, before, rtol=0, atol=0)
+    assert [layer.self_attn.layer_idx for layer in get_layers(model)] == list(range(LAYERS))
+
+
+def test_sleb_removes_greedily_by_calibration_perplexity(model, seqs, tmp_path, monkeypatch):
+    result = sleb_layers(model, seqs, 3, batch_size=2, progress=False)
+    # round 1 is the best single layer by the independent one-layer perplexity scores
+    assert result.layers[0] == perplexity_scores(model, seqs, 1, batch_size=2, progress=False).best_start
+    assert len(set(result.layers)) == 3 and result.first(2) == sorted(result.layers[:2])
+    for k in (1, 2, 3):  # each round's perplexity is that of the model without the first k layers
+        with layers_removed(model, result.layers[:k]):
+            assert result.perplexities[k - 1] == pytest.approx(perplexity(model, seqs, 2, progress=False))
+    # and no other layer would have done better in round 2
+    for other in set(range(LAYERS)) - set(result.layers[:2]):
+        with layers_removed(model, [result.layers[0], other]):
+            assert perplexity(model, seqs, 2, progress=False) >= result.perplexities[1] - 1e-9
+    assert sleb_layers(model, seqs, 3, batch_size=2, progress=False) == result  # deterministic
+    cached = sleb_layers(model, seqs, 3, batch_size=2, progress=False, cache=tmp_path)
+    monkeypatch.setattr("streamline_lib.scoring.perplexity", lambda *a, **k: pytest.fail("recomputed"))
+    assert sleb_layers(model, seqs, 3, batch_size=2, progress=False, cache=tmp_path) == cached == result
+    with pytest.raises(ValueError, match="ask for 1 .. 3"):
+        result.first(4)
+    with pytest.raises(ValueError, match="1 <= n <= 4"):
+        sleb_layers(model, seqs, LAYERS)
