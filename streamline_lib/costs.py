@@ -31,22 +31,26 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .healing import LoraSettings, check_healing_config, heal_with_lora
 from .replacement import REPLACEMENTS
-from .results_cache import load_result, results_dir, store_result
+from .results_cache import fingerprint, load_result, model_fingerprint, results_dir, store_result
+from .scoring import sleb_layers
+from .sharing import sharp
 from .trained_cache import cache_folder, training_key
 from .training import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["METHODS", "TrainingCost", "training_cost"]
+__all__ = ["METHODS", "TrainingCost", "training_cost", "measure_cost", "sleb_cost", "sharp_cost"]
 
 METHODS: tuple[str, ...] = ("lora", *(kind for kind in REPLACEMENTS if kind != "none"))
 
@@ -55,11 +59,11 @@ METHODS: tuple[str, ...] = ("lora", *(kind for kind in REPLACEMENTS if kind != "
 class TrainingCost:
     """Wall time and memory of one method's training, measured in a fresh process."""
 
-    method: str  # "lora" (heal plain removal with LoRA) or a replacement kind
+    method: str  # "lora" (heal plain removal with LoRA), a replacement kind, "sleb" or "sharp"
     seconds: float  # wall time of the training call
     model_rss: int  # bytes resident once the dense model was loaded
     peak_rss: int  # bytes: the process's peak resident memory while pruning and training
-    train_result: TrainResult | None  # None for the linear map, which is fitted, not trained
+    train_result: TrainResult | None  # None for what is fitted or chosen, not trained (the linear map, SLEB)
 
     @property
     def extra_rss(self) -> int:
@@ -98,22 +102,91 @@ def training_cost(
     lora = lora or LoraSettings()
     key = training_key("training-cost", dense, sequences, config, start=start, n=n, method=method,
                        lora=dataclasses.asdict(lora) if method == "lora" else None)
+    job = partial(_train_block, start, n, method, sequences, config, lora)
+    return measure_cost(dense, model_name, method, job, key, cache_folder(True) if cache else None)
+
+
+def measure_cost(
+    dense: PreTrainedModel,
+    model_name: str,
+    method: str,
+    job: Callable[[list[PreTrainedModel], str], TrainResult | None],
+    key: dict[str, Any],
+    destination: Path | None,
+) -> TrainingCost:
+    """Run ``job([dense], folder)`` in a fresh process that loads ``model_name``, and measure it.
+
+    The building block of :func:`training_cost` and of the other methods' costs
+    (:func:`streamline_lib.sharing.sharp_cost`, :func:`sleb_cost`). ``job`` must be
+    picklable (a module-level function or a ``functools.partial`` of one); it gets a
+    one-element list holding the freshly loaded dense model (popping it is the job's only
+    reference, so it can free the model once it has what it needs) and a folder to cache
+    what it makes, and returns its training record (or None). ``key`` holds everything that decides the job (it must
+    include the dense model's ``"model"`` fingerprint). With a ``destination`` the
+    measurement is cached under ``key`` and what the job cached is moved there, so the
+    caller's own cached call then returns at once; None measures afresh and keeps nothing.
+    """
     folder = results_dir()
-    if cache:
+    if destination is not None:
         cached = load_result(folder, key, _cost_from_json)
         if cached is not None:
             return cached
-    with tempfile.TemporaryDirectory(prefix="training_cost_") as weights:
+    with tempfile.TemporaryDirectory(prefix="method_cost_") as made:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of ours in memory
         with context.Pool(1) as pool:
-            cost = pool.apply(_measure, (model_name, dense.dtype, key["model"], start, n, method, sequences,
-                                         config, lora, weights))
-        if cache:
-            target = cache_folder(True)
-            for path in sorted(Path(weights).iterdir(), key=lambda p: p.suffix != ".safetensors"):  # records last
-                shutil.move(str(path), target / path.name)
+            cost = pool.apply(_measure, (model_name, dense.dtype, key["model"], method, job, made))
+        if destination is not None:
+            for path in sorted(Path(made).iterdir(), key=lambda p: p.suffix != ".safetensors"):  # records last
+                shutil.move(str(path), destination / path.name)
             store_result(folder, key, dataclasses.asdict(cost))
     return cost
+
+
+def sleb_cost(dense: PreTrainedModel, model_name: str, sequences: torch.Tensor, n: int, batch_size: int = 8,
+              cache: bool = True) -> TrainingCost:
+    """Measure SLEB's greedy choice of ``n`` layers (:func:`~streamline_lib.scoring.sleb_layers`) in a fresh process.
+
+    With ``cache`` the choice itself lands in the results cache, so ``sleb_layers(...,
+    cache=True)`` on the same model, tokens, ``n`` and ``batch_size`` returns it at once.
+    """
+    key = {"kind": "sleb-cost", "model": model_fingerprint(dense), "tokens": fingerprint(sequences.tolist()),
+           "n": n, "batch_size": batch_size, "torch": torch.__version__}
+    job = partial(_choose_sleb, sequences, n, batch_size)
+    return measure_cost(dense, model_name, "sleb", job, key, results_dir() if cache else None)
+
+
+def sharp_cost(dense: PreTrainedModel, model_name: str, layers: Sequence[int], rank: int, alpha: float,
+               slw_sequences: torch.Tensor, slw_config: TrainConfig, sft_sequences: torch.Tensor,
+               sft_config: TrainConfig, seed: int = 0, cache: bool = True) -> TrainingCost:
+    """Measure SHARP's two recovery stages (:func:`~streamline_lib.sharing.sharp`) in a fresh process.
+
+    The time and memory are those of the warm-up and the fine-tuning together; the
+    record returned is the fine-tuning's. With ``cache`` the trained recovery parameters
+    join the training cache, so ``sharp(..., cache=True)`` with the same settings returns
+    the model at once.
+    """
+    settings = {"layers": sorted(layers), "rank": rank, "alpha": alpha, "seed": seed}
+    warmup = training_key("sharp-warmup", dense, slw_sequences, slw_config, **settings)
+    key = training_key("sharp-cost", dense, sft_sequences, sft_config, **settings, warmup=warmup)
+    job = partial(_share_and_recover, sorted(layers), rank, alpha, slw_sequences, slw_config, sft_sequences,
+                  sft_config, seed)
+    return measure_cost(dense, model_name, "sharp", job, key, cache_folder(True) if cache else None)
+
+
+def _train_block(start: int, n: int, method: str, sequences: torch.Tensor, config: TrainConfig,
+                 lora: LoraSettings, models: list[PreTrainedModel], folder: str) -> TrainResult | None:
+    from .pruning import prune
+
+    dense = models.pop()
+    if method == "lora":
+        pruned = prune(dense, start, n, "none").model
+        del dense  # healing needs only the pruned model
+        return heal_with_lora(pruned, sequences, config, lora, cache=folder).train_result
+    return prune(dense, start, n, method, sequences, config, cache=folder).train_result
+
+
+def _choose_sleb(sequences: torch.Tensor, n: int, batch_size: int, models: list[PreTrainedModel], folder: str) -> None:
+    sleb_layers(models.pop(), sequences, n, batch_size, progress=False, cache=folder)
 
 
 def _cost_from_json(data: dict) -> TrainingCost:
@@ -146,12 +219,10 @@ def _lifetime_peak() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kibibytes on Linux
 
 
-def _measure(model_name: str, dtype: torch.dtype, fingerprint: str, start: int, n: int, method: str,
-             sequences: torch.Tensor, config: TrainConfig, lora: LoraSettings, weights: str) -> TrainingCost:
-    """In the fresh process: load, check, prune and train, with the clock and the memory mark running."""
+def _measure(model_name: str, dtype: torch.dtype, fingerprint: str, method: str,
+             job: Callable[[list[PreTrainedModel], str], TrainResult | None], folder: str) -> TrainingCost:
+    """In the fresh process: load, check and run ``job``, with the clock and the memory mark running."""
     from .models import load_model
-    from .pruning import prune
-    from .results_cache import model_fingerprint
 
     dense, _ = load_model(model_name, dtype=dtype)
     if model_fingerprint(dense) != fingerprint:
@@ -160,12 +231,16 @@ def _measure(model_name: str, dtype: torch.dtype, fingerprint: str, start: int, 
     model_rss = _rss_bytes("VmRSS") or _lifetime_peak()
     reset = _reset_peak()
     began = time.perf_counter()
-    if method == "lora":
-        pruned = prune(dense, start, n, "none").model
-        del dense  # healing needs only the pruned model
-        trained = heal_with_lora(pruned, sequences, config, lora, cache=weights).train_result
-    else:
-        trained = prune(dense, start, n, method, sequences, config, cache=weights).train_result
+    models = [dense]
+    del dense  # the job holds the only reference
+    trained = job(models, folder)
     seconds = time.perf_counter() - began
     peak = (_rss_bytes("VmHWM") if reset else None) or _lifetime_peak()
     return TrainingCost(method, seconds, model_rss, peak, trained)
+
+
+def _share_and_recover(layers: list[int], rank: int, alpha: float, slw_sequences: torch.Tensor,
+                       slw_config: TrainConfig, sft_sequences: torch.Tensor, sft_config: TrainConfig, seed: int,
+                       models: list[PreTrainedModel], folder: str) -> TrainResult | None:
+    return sharp(models.pop(), layers, rank, alpha, slw_sequences, slw_config, sft_sequences, sft_config, seed,
+                 cache=folder).sft_result

@@ -34,7 +34,8 @@ from .training import LMObjective, TrainConfig, TrainResult, train_module
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["LoraSettings", "HealResult", "heal_with_lora", "check_healing_config"]
+__all__ = ["LoraSettings", "HealResult", "heal_with_lora", "check_healing_config", "AdapterLMObjective",
+           "train_adapters", "lora_modules"]
 
 
 @dataclass(frozen=True)
@@ -89,22 +90,27 @@ def heal_with_lora(
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, bias="none",
             target_modules=list(lora.target_modules) if isinstance(lora.target_modules, tuple)
             else lora.target_modules))
-    adapters = nn.ModuleList(module for name, module in model.named_modules()
-                             if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B"))
+    adapters = lora_modules(model)
     lora_parameters = sum(p.numel() for p in adapters.parameters())
     if cache is False:
-        trained = _train(model, adapters, sequences, config)
+        trained = train_adapters(model, adapters, sequences, config)
     else:
         folder = cache_folder(cache)
         key = training_key("lora-healing", pruned, sequences, config, lora=dataclasses.asdict(lora))
         trained = load_trained(folder, key, partial(set_peft_model_state_dict, model))
         if trained is None:
-            trained = _train(model, adapters, sequences, config)
+            trained = train_adapters(model, adapters, sequences, config)
             store_trained(folder, key, get_peft_model_state_dict(model), trained)
     healed = model.merge_and_unload()
     for p in healed.parameters():  # peft froze the base weights; give back a model like the one passed in
         p.requires_grad_(True)
     return HealResult(healed, trained, lora_parameters)
+
+
+def lora_modules(model: nn.Module) -> nn.ModuleList:
+    """Every LoRA A and B matrix peft put into ``model``, in module order (what healing trains)."""
+    return nn.ModuleList(module for name, module in model.named_modules()
+                         if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B"))
 
 
 def check_healing_config(config: TrainConfig) -> None:
@@ -114,19 +120,29 @@ def check_healing_config(config: TrainConfig) -> None:
                          "pass TrainConfig(loss='lm', ...)")
 
 
-class _HealObjective(LMObjective):
-    """The next-token loss of the model with its LoRA updates; the baseline is the untrained model."""
+class AdapterLMObjective(LMObjective):
+    """The next-token loss of a model with low-rank updates; the baseline is the model as it starts.
+
+    LoRA's and SHARP's recovery updates start at zero (B = 0), so the untrained model
+    is the one before healing, which is the baseline training must beat.
+    """
 
     def baseline(self) -> float:
-        """LoRA starts at zero (B = 0): the untrained model is the pruned one."""
         return self.val_loss()
 
 
-def _train(model: nn.Module, adapters: nn.Module, sequences: torch.Tensor, config: TrainConfig) -> TrainResult:
-    def make_objective(train_seqs: torch.Tensor, val_seqs: torch.Tensor, stack: ExitStack) -> _HealObjective:
+def train_adapters(model: nn.Module, adapters: nn.Module, sequences: torch.Tensor, config: TrainConfig) -> TrainResult:
+    """Train ``adapters`` (peft's low-rank matrices inside ``model``) on the next-token loss, in place.
+
+    The shared procedure of LoRA healing and SHARP's fine-tuning stage
+    (:mod:`streamline_lib.sharing`); everything else in ``model`` stays frozen.
+    """
+    check_healing_config(config)
+
+    def make_objective(train_seqs: torch.Tensor, val_seqs: torch.Tensor, stack: ExitStack) -> AdapterLMObjective:
         stack.callback(model.train, model.training)
         model.eval()  # no dropout: the book's models have none, and LoRA's is off
-        return _HealObjective(model, adapters, train_seqs, val_seqs, config.batch_size)
+        return AdapterLMObjective(model, adapters, train_seqs, val_seqs, config.batch_size)
 
     # peft already keeps the adapters in float32 on a bfloat16 model (autocast_adapter_dtype): no cast here.
     return train_module(model, adapters, sequences, config, make_objective, in_float32=False)

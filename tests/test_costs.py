@@ -8,10 +8,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from streamline_lib.assets import CACHE_ENV
-from streamline_lib.costs import TrainingCost, training_cost
+from streamline_lib.costs import TrainingCost, sharp_cost, sleb_cost, training_cost
 from streamline_lib.healing import heal_with_lora
 from streamline_lib.models import load_model
 from streamline_lib.pruning import prune
+from streamline_lib.scoring import sleb_layers
+from streamline_lib.sharing import sharp
 from streamline_lib.training import TrainConfig
 
 from test_training import FAST, VOCAB, counting_tokens, tiny_llama
@@ -71,3 +73,23 @@ def test_cost_refuses_bad_input(saved, isolated_cache):
         other.lm_head.weight.add_(1.0)
     with pytest.raises(ValueError, match="gives other weights than the model passed as dense"):
         training_cost(other, folder, 2, 3, "ffn", counting_tokens(), TrainConfig(**FAST))
+
+
+def test_sleb_choice_is_measured_and_then_read_from_the_cache(saved, isolated_cache, monkeypatch):
+    folder, dense = saved
+    tokens = counting_tokens(4, 8)
+    cost = sleb_cost(dense, folder, tokens, 2, batch_size=2)
+    assert cost.method == "sleb" and cost.train_result is None and cost.seconds > 0
+    monkeypatch.setattr("streamline_lib.scoring.perplexity", lambda *a, **k: pytest.fail("chosen again"))
+    chosen = sleb_layers(dense, tokens, 2, batch_size=2, cache=True)
+    assert len(chosen.layers) == 2 and sleb_cost(dense, folder, tokens, 2, batch_size=2) == cost
+
+
+def test_sharp_recovery_is_measured_and_reaches_the_cache(saved, isolated_cache):
+    folder, dense = saved
+    tokens = counting_tokens()
+    slw, sft = TrainConfig(**FAST), TrainConfig(**{**FAST, "loss": "lm"})
+    cost = sharp_cost(dense, folder, [3, 5], 2, 4.0, tokens[:8], slw, tokens, sft)
+    assert cost.method == "sharp" and 0 < cost.model_rss < cost.peak_rss
+    again = sharp(dense, [3, 5], 2, 4.0, tokens[:8], slw, tokens, sft, cache=True)
+    assert again.sft_result == cost.train_result  # trained in the fresh process, read here
