@@ -1,7 +1,9 @@
 """The claims ledger: each chapter saves its verdicts and key numbers; the ledger page reads them.
 
 A chapter calls :func:`save_chapter_results` at its end with one :class:`ClaimVerdict`
-per claim it checks (the ids C1-C12 of the paper notes) and the numbers behind them.
+per claim it checks and the numbers behind them. Claim ids name the paper by their
+letter: C1-C12 are LLM-Streamline's (the paper notes), S1.. SHARP's and R1.. ReplaceMe's
+(the peers chapter).
 The file is JSON, one per chapter, so a reader can open it and a later chapter or the
 ledger can read it without re-running anything. :func:`ledger` puts every saved
 verdict into one table, ordered by claim.
@@ -18,16 +20,18 @@ from typing import Any
 
 import pandas
 
-__all__ = ["VERDICTS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger"]
+__all__ = ["VERDICTS", "PAPERS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger"]
 
 VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold")
+PAPERS: dict[str, str] = {"C": "LLM-Streamline", "S": "SHARP", "R": "ReplaceMe"}
+"""Claim-id letter -> the paper whose claim it is, in the ledger's order."""
 
 
 @dataclass(frozen=True)
 class ClaimVerdict:
     """One claim checked on our model: what the paper reports, what we measured, and the verdict."""
 
-    claim: str  # "C1" .. "C12", as in the paper notes
+    claim: str  # a letter of PAPERS and a number: "C1" .. "C12" (paper notes), "S1", "R1", ...
     statement: str  # the claim in one sentence
     paper: str  # the paper's number or finding
     paper_source: str  # where it is from: a table of the paper, the authors' repository, ...
@@ -36,8 +40,10 @@ class ClaimVerdict:
     why: str  # one line
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"C\d{1,2}", self.claim):
-            raise ValueError(f"claim {self.claim!r}: use the ids of the paper notes, C1 .. C12")
+        if not re.fullmatch(rf"[{''.join(PAPERS)}]\d{{1,2}}", self.claim):
+            letters = ", ".join(f"{letter}: {paper}" for letter, paper in PAPERS.items())
+            raise ValueError(f"claim {self.claim!r}: use a paper's letter ({letters}) and a number, "
+                             "e.g. C1 .. C12 for the paper notes' claims")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} for {self.claim}: use one of {', '.join(VERDICTS)}")
 
@@ -59,8 +65,9 @@ def load_chapter_results(folder: str | os.PathLike) -> dict[str, dict[str, Any]]
     return {file.stem: json.loads(file.read_text(encoding="utf-8")) for file in files}
 
 
-def _claim_number(claim: str) -> int:
-    return int(claim[1:])
+def _claim_order(claim: str) -> tuple[int, int]:
+    """LLM-Streamline's claims first, then each peer's; by number within a paper (C2 before C10)."""
+    return list(PAPERS).index(claim[0]), int(claim[1:])
 
 
 def ledger(folder: str | os.PathLike) -> pandas.DataFrame:
@@ -72,5 +79,5 @@ def ledger(folder: str | os.PathLike) -> pandas.DataFrame:
     ]
     columns = ["claim", "statement", "paper", "paper_source", "ours", "verdict", "why", "chapter"]
     table = pandas.DataFrame(rows, columns=columns)
-    order = sorted(range(len(table)), key=lambda i: (_claim_number(table["claim"][i]), table["chapter"][i]))
+    order = sorted(range(len(table)), key=lambda i: (_claim_order(table["claim"][i]), table["chapter"][i]))
     return table.iloc[order].reset_index(drop=True)
