@@ -4,7 +4,9 @@ LLM-Streamline's case against LoRA healing is memory (claim C8): its replacement
 trains on hidden states computed once, while LoRA runs the whole model forward and
 backward at every step. :func:`training_cost` measures one method's training in a
 fresh Python process, so nothing else the caller holds (other models, caches, a
-notebook's variables) counts, and every method is measured alike:
+notebook's variables) counts, and every method is measured alike; :func:`sleb_cost`
+(SLEB's search) and :func:`sharp_cost` (SHARP's recovery) go through the same
+:func:`measure_cost`:
 
 * ``model_rss``: resident memory once the dense model is loaded (the common floor);
 * ``peak_rss``: the process's peak resident memory from then until training ends,
@@ -116,13 +118,13 @@ def measure_cost(
 ) -> TrainingCost:
     """Run ``job([dense], folder)`` in a fresh process that loads ``model_name``, and measure it.
 
-    The building block of :func:`training_cost` and of the other methods' costs
-    (:func:`streamline_lib.sharing.sharp_cost`, :func:`sleb_cost`). ``job`` must be
-    picklable (a module-level function or a ``functools.partial`` of one); it gets a
-    one-element list holding the freshly loaded dense model (popping it is the job's only
-    reference, so it can free the model once it has what it needs) and a folder to cache
-    what it makes, and returns its training record (or None). ``key`` holds everything that decides the job (it must
-    include the dense model's ``"model"`` fingerprint). With a ``destination`` the
+    The building block of :func:`training_cost`, :func:`sleb_cost` and :func:`sharp_cost`.
+    ``job`` must be picklable (a module-level function or a ``functools.partial`` of
+    one); it gets a one-element list holding the freshly loaded dense model (popping it
+    is the job's only reference, so it can free the model once it has what it needs) and
+    a folder to cache what it makes, and returns its training record (or None). ``key``
+    holds everything that decides the job (it must include the dense model's ``"model"``
+    fingerprint). With a ``destination`` the
     measurement is cached under ``key`` and what the job cached is moved there, so the
     caller's own cached call then returns at once; None measures afresh and keeps nothing.
     """
