@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .layers import _check_block, check_layer_set, get_layers, num_layers, remove_layer_set, remove_layers, replace_block
+from .layers import (_check_block, check_layer_set, get_layers, num_layers, remove_layer_set, remove_layers,
+                     replace_block)
 from .linear_replacement import LinearFit, fit_linear_map, fold_linear_map
 from .replacement import NO_MODULE, REPLACEMENTS, check_replacement, make_replacement
 from .scoring import score_blocks

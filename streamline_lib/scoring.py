@@ -268,16 +268,16 @@ def layers_removed(model: PreTrainedModel, layers: Iterable[int]) -> Iterator[Pr
     ``has_sliding_layers``. Nothing is copied, so this suits 7B models.
     """
     owner, name = _layers_owner(model)
-    layers_list = get_layers(model)
+    original_layers = get_layers(model)
     config = model.config
     num_hidden_layers = config.num_hidden_layers
     layer_types = getattr(config, "layer_types", None)
-    layer_indices = [(module, module.layer_idx) for module in layers_list.modules() if hasattr(module, "layer_idx")]
+    layer_indices = [(module, module.layer_idx) for module in original_layers.modules() if hasattr(module, "layer_idx")]
     has_sliding = getattr(owner, "has_sliding_layers", None)
     try:
         yield remove_layer_set(model, layers)
     finally:
-        setattr(owner, name, layers_list)
+        setattr(owner, name, original_layers)
         config.num_hidden_layers = num_hidden_layers
         if layer_types is not None:
             config.layer_types = layer_types
