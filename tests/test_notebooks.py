@@ -43,7 +43,8 @@ def test_committed_notebook_is_a_full_run(notebook):
 
 CHAPTERS_WITH_VERDICTS = {"01_redundancy": {"C1"}, "02_metrics": {"C2"}, "03_replacement": {"C3", "C4"},
                           "04_stability": {"C7"}, "05_sparsity": {"C5", "C6"}, "06_speed": {"C12"},
-                          "07_lora": {"C8", "C9"}, "08_ablations": {"C10", "C11"}}
+                          "07_lora": {"C8", "C9"}, "08_ablations": {"C10", "C11"},
+                          "10_peers": {"S1", "S2", "S3", "S4", "R1"}}
 
 
 @pytest.mark.parametrize(("chapter", "claims"), CHAPTERS_WITH_VERDICTS.items())
@@ -77,7 +78,7 @@ def test_accuracy_verdicts_rest_on_the_evaluation_set_with_paired_intervals(chap
 
 
 def test_ledger_page_shows_every_claim():
-    nb = json.loads((ROOT / "notebooks" / "10_ledger.ipynb").read_text())
+    nb = json.loads((ROOT / "notebooks" / "11_ledger.ipynb").read_text())
     outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
     tables = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)
     for claim in set().union(*CHAPTERS_WITH_VERDICTS.values()):
