@@ -8,6 +8,7 @@ line that names the problem.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -69,6 +70,7 @@ def _score(args: argparse.Namespace) -> dict:
 
 def _prune(args: argparse.Namespace) -> dict:
     from .export import check_output_folder, save_pruned
+    from .healing import heal_with_lora
     from .models import load_model
     from .pruning import prune
     from .scoring import score_blocks
@@ -78,9 +80,9 @@ def _prune(args: argparse.Namespace) -> dict:
 
     out = Path(args.out)
     check_output_folder(out, args.force, fix="pass --force to overwrite it")  # before loading and training
-    if args.method != "block" and args.replacement != "none":
+    if args.method != "block" and (args.replacement != "none" or args.heal != "none"):
         raise ValueError(f"--method {args.method} removes layers that need not be neighbours, so nothing can stand "
-                         f"in for them: drop --replacement {args.replacement}, or use --method block")
+                         f"in for them and nothing is healed: drop --replacement and --heal, or use --method block")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     n = args.layers if args.layers is not None else layers_for_sparsity(model, args.sparsity)
     timings = {}
@@ -90,17 +92,23 @@ def _prune(args: argparse.Namespace) -> dict:
     start = score_blocks(model, _calibration(model, tokenizer, args), n=n, metric=args.metric).best_start
     timings["score_s"] = time.perf_counter() - t0
     _log(f"removing layers {start}..{start + n - 1} ({n} layers, metric {args.metric})")
-    train_sequences, config = None, None
-    if args.replacement != "none":
+    train_sequences, config, healed = None, None, None
+    if args.replacement != "none" or args.heal == "lora":
         train_sequences = token_sequences(tokenizer, args.train_corpus, "train", seq_len=args.seq_len,
                                           num_seqs=max(1, args.train_tokens // args.seq_len), seed=args.seed)
+    if args.replacement != "none":
         config = TrainConfig(loss=args.loss, seed=args.seed)
     t0 = time.perf_counter()
     result = prune(model, start, n, replacement=args.replacement, train_sequences=train_sequences,
                    train_config=config)
     timings["prune_s"] = time.perf_counter() - t0
+    if args.heal == "lora":
+        t0 = time.perf_counter()
+        healed = heal_with_lora(result.model, train_sequences, TrainConfig(loss="lm", epochs=1, seed=args.seed))
+        result = dataclasses.replace(result, model=healed.model)
+        timings["heal_s"] = time.perf_counter() - t0
     save_pruned(result, tokenizer, out, source_model=args.model, metric=args.metric, train_config=config,
-                overwrite=args.force)
+                overwrite=args.force, healing=healed)
     if not args.json:
         print(f"saved the pruned model ({args.replacement}, layers {start}..{start + n - 1} removed) to {out}")
     return {"out": str(out), "start": start, "n": n, "replacement": args.replacement, **timings}
@@ -211,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "one decoder layer, or ReplaceMe's linear map fitted on the training tokens and folded "
                             "into the layer before the block (default: none)")
     prune.add_argument("--loss", choices=["mse", "lm"], default="mse", help="training loss (default: mse)")
+    prune.add_argument("--heal", choices=["none", "lora"], default="none",
+                       help="after pruning, lora: train rank-8 LoRA updates of every linear layer on the next-token "
+                            "loss over the training tokens (one pass) and merge them, as Gromov et al. heal plain "
+                            "removal (--method block only; default: none)")
     prune.add_argument("--train-tokens", type=_positive_int, default=262_144,
                        help="training tokens from the corpus's train split (default: 262144, 1,024 sequences "
                             "of 256; fewer can leave the replacement worse than plain removal)")

@@ -106,9 +106,12 @@ def save_pruned(
     metric: str | None = None,
     train_config: Any = None,
     overwrite: bool = False,
+    healing: Any = None,
 ) -> Path:
     """Write ``result.model`` and ``tokenizer`` to ``path`` with a ``streamline.json``.
 
+    ``healing`` is the :class:`~streamline_lib.healing.HealResult` when the model was
+    healed with LoRA after pruning (its updates are merged, so the model is saved as is).
     Refuses to write into an existing non-empty folder unless ``overwrite``. The files
     are written to a temporary folder first, so a failed save leaves ``path`` as it was.
     """
@@ -152,6 +155,12 @@ def save_pruned(
                 "wall_time_s": train.wall_time,
             },
             "linear_fit": None if result.linear_fit is None else _jsonable(result.linear_fit),
+            "healing": None if healing is None else {
+                "method": "lora", "lora_parameters": healing.lora_parameters,
+                "best_val_loss": healing.train_result.best_val_loss,
+                "baseline_val_loss": healing.train_result.baseline_val_loss,
+                "steps": healing.train_result.steps, "wall_time_s": healing.train_result.wall_time,
+            },
         }
         (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         if path.exists():

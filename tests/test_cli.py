@@ -132,7 +132,7 @@ def test_prune_with_the_linear_map_saves_a_plain_model(capsys, tmp_path):
 def test_layer_set_methods_refuse_a_replacement_before_loading(capsys, tmp_path):
     line = error_line(capsys, ["prune", "--layers", "4", "--method", "sleb", "--replacement", "layer",
                                "--out", str(tmp_path / "x"), "--model", "no-such-model"])
-    assert "drop --replacement layer, or use --method block" in line
+    assert "drop --replacement and --heal, or use --method block" in line
 
 
 @pytest.mark.integration
@@ -146,3 +146,15 @@ def test_prune_layers_that_need_not_be_neighbours(capsys, tmp_path, method):
     assert printed["layers"] == metadata["removed_layers"] and len(printed["layers"]) == 2
     assert (metadata["metric"], metadata["replacement"], metadata["n"]) == (method, "none", 2)
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 30 - 2
+
+
+@pytest.mark.integration
+def test_prune_then_heal_with_lora_as_gromov_et_al(capsys, tmp_path):
+    out = tmp_path / "healed"
+    assert main(["prune", "--layers", "4", "--metric", "angular", "--heal", "lora", "--train-tokens", "1024",
+                 "--json", "--out", str(out), *FAST_CALIBRATION]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    healing = read_metadata(out)["healing"]
+    assert healing["method"] == "lora" and healing["lora_parameters"] > 0 and printed["heal_s"] > 0
+    assert healing["best_val_loss"] <= healing["baseline_val_loss"]
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 30 - 4  # merged: a plain model
