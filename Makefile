@@ -6,10 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 TORCH  := torch==2.13.0
-NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+LEDGER := notebooks/11_ledger.ipynb
+CHAPTERS := $(filter-out $(LEDGER),$(sort $(wildcard notebooks/*.ipynb)))
+# chapters 1-6 also run on the second bundled model; the ledger shows both models side by side
+SECOND_MODEL := gemma3-270m
+SECOND_MODEL_CHAPTERS := 00_tour 01_redundancy 02_metrics 03_replacement 04_stability 05_sparsity
 BOOK_HTML := book/_build/html
 
-.PHONY: setup book notebooks html test bench lab clean
+.PHONY: setup book notebooks second-model html test bench lab clean
 
 setup: $(STAMP)
 
@@ -26,9 +30,21 @@ $(STAMP): pyproject.toml
 book: notebooks html
 
 notebooks: $(STAMP)
-	@for nb in $(NOTEBOOKS); do \
+	@for nb in $(CHAPTERS); do \
 	  echo "== executing $$nb"; \
 	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False "$$nb" "$$nb" || exit 1; \
+	done
+	$(MAKE) second-model
+	TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False $(LEDGER) $(LEDGER)
+
+## second-model: chapters 1-6 on Gemma-3-270M: executed copies in notebooks/gemma3-270m/,
+## verdicts in notebooks/results/gemma3-270m/ (the ledger's second column)
+second-model: $(STAMP)
+	@mkdir -p notebooks/$(SECOND_MODEL)
+	@for ch in $(SECOND_MODEL_CHAPTERS); do \
+	  echo "== executing notebooks/$$ch.ipynb on $(SECOND_MODEL)"; \
+	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False -p MODEL $(SECOND_MODEL) \
+	    -p RESULTS_DIR results/$(SECOND_MODEL) "notebooks/$$ch.ipynb" "notebooks/$(SECOND_MODEL)/$$ch.ipynb" || exit 1; \
 	done
 
 html: $(STAMP)

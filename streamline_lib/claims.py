@@ -6,7 +6,8 @@ letter: C1-C12 are LLM-Streamline's (the paper notes), S1.. SHARP's and R1.. Rep
 (the peers chapter).
 The file is JSON, one per chapter, so a reader can open it and a later chapter or the
 ledger can read it without re-running anything. :func:`ledger` puts every saved
-verdict into one table, ordered by claim.
+verdict into one table, ordered by claim; :func:`ledger_by_model` puts several models' runs
+(each saved to its own folder) side by side, one column per model.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas
 
-__all__ = ["VERDICTS", "PAPERS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger"]
+__all__ = ["VERDICTS", "PAPERS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
+           "NOT_RUN", "ledger_by_model"]
 
-VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold")
+VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "does not apply")
+"""The verdicts, in the ledger's order. ``does not apply``: the claim cannot be tested on this model
+(e.g. a sparsity its embedding's share of the parameters makes impossible); ``why`` says what stops it."""
+NOT_RUN = "not run"
+"""What :func:`ledger_by_model` shows for a claim that a model's folder holds no verdict for."""
 PAPERS: dict[str, str] = {"C": "LLM-Streamline", "S": "SHARP", "R": "ReplaceMe"}
 """Claim-id letter -> the paper whose claim it is, in the ledger's order."""
 
@@ -81,3 +87,28 @@ def ledger(folder: str | os.PathLike) -> pandas.DataFrame:
     table = pandas.DataFrame(rows, columns=columns)
     order = sorted(range(len(table)), key=lambda i: (_claim_order(table["claim"][i]), table["chapter"][i]))
     return table.iloc[order].reset_index(drop=True)
+
+
+def ledger_by_model(folders: Mapping[str, str | os.PathLike]) -> pandas.DataFrame:
+    """One row per claim checked on any model, with each model's result and verdict side by side.
+
+    ``folders`` maps a model's name (the column label) to the folder its chapters saved their
+    results to. The claim's statement, the paper's number and the chapter come from the first
+    model that checked it; per model, ``<model>: ours`` and ``<model>: verdict`` (:data:`NOT_RUN`
+    where that model's folder holds no verdict for the claim) and ``<model>: why``.
+    """
+    tables = {name: ledger(folder).drop_duplicates("claim").set_index("claim") for name, folder in folders.items()}
+    claims = sorted({claim for table in tables.values() for claim in table.index}, key=_claim_order)
+    shared = ["statement", "paper", "paper_source", "chapter"]
+    rows = []
+    for claim in claims:
+        first = next(table.loc[claim] for table in tables.values() if claim in table.index)
+        row = {"claim": claim, **{column: first[column] for column in shared}}
+        for name, table in tables.items():
+            found = claim in table.index
+            row[f"{name}: ours"] = table.loc[claim, "ours"] if found else ""
+            row[f"{name}: verdict"] = table.loc[claim, "verdict"] if found else NOT_RUN
+            row[f"{name}: why"] = table.loc[claim, "why"] if found else ""
+        rows.append(row)
+    columns = ["claim", *shared] + [f"{name}: {part}" for name in folders for part in ("ours", "verdict", "why")]
+    return pandas.DataFrame(rows, columns=columns)

@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from . import assets
 from .export import load_pruned, read_metadata
 
-__all__ = ["BundledModel", "MODELS", "DEFAULT_MODEL", "bundled_model_dir", "resolve_dtype", "load_model"]
+__all__ = ["BundledModel", "MODELS", "DEFAULT_MODEL", "bundled_model_dir", "resolve_dtype", "load_model", "run_note"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,22 @@ MODELS: dict[str, BundledModel] = {
     ]
 }
 DEFAULT_MODEL = "smollm2-135m"
+"""The book's own model: the chapters' text describes their runs on it."""
+
+
+def run_note(name_or_path: str) -> str | None:
+    """A Markdown note for a chapter run on another model than :data:`DEFAULT_MODEL`, else ``None``.
+
+    The chapters' text describes the book's run on the default model; a run on another one
+    (``papermill -p MODEL gemma3-270m``) shows this note at its top so that a reader knows the
+    numbers, figures and verdicts below are that model's while the prose is not.
+    """
+    if name_or_path == DEFAULT_MODEL:
+        return None
+    described = MODELS[name_or_path].description if name_or_path in MODELS else name_or_path
+    return (f"**This run uses `{name_or_path}`** ({described}). The text between the cells describes the "
+            f"book's run on `{DEFAULT_MODEL}` ({MODELS[DEFAULT_MODEL].description}); every number, table, "
+            "figure and verdict printed below was computed on this run's model.")
 
 
 def _assemble_gguf(spec: BundledModel, folder: Path) -> Path:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamline_lib.claims import ClaimVerdict, ledger, load_chapter_results, save_chapter_results
+from streamline_lib.claims import (NOT_RUN, ClaimVerdict, ledger, ledger_by_model, load_chapter_results,
+                                    save_chapter_results)
 
 
 def verdict(claim: str, verdict: str = "holds") -> ClaimVerdict:
@@ -29,3 +30,15 @@ def test_empty_folder_gives_an_empty_ledger(tmp_path):
 def test_malformed_verdicts_are_refused(claim, word):
     with pytest.raises(ValueError):
         verdict(claim, word)
+
+
+def test_ledger_by_model_puts_models_side_by_side(tmp_path):
+    save_chapter_results(tmp_path / "a", "05_sparsity", [verdict("C5", "partly"), verdict("C6")], {})
+    save_chapter_results(tmp_path / "a", "01_redundancy", [verdict("C1")], {})
+    save_chapter_results(tmp_path / "b", "05_sparsity", [verdict("C5", "does not hold"),
+                                                        verdict("C6", "does not apply")], {})
+    table = ledger_by_model({"model a": tmp_path / "a", "model b": tmp_path / "b"}).set_index("claim")
+    assert table.index.tolist() == ["C1", "C5", "C6"]
+    assert table["model a: verdict"].tolist() == ["holds", "partly", "holds"]
+    assert table["model b: verdict"].tolist() == [NOT_RUN, "does not hold", "does not apply"]
+    assert table.loc["C1", "chapter"] == "01_redundancy" and table.loc["C1", "model b: ours"] == ""
