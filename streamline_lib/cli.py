@@ -1,4 +1,4 @@
-"""The ``streamline`` command: score blocks, prune a model, evaluate it.
+"""The ``streamline`` command: score blocks, prune a model, evaluate it, write it as GGUF.
 
 Every command has ``--help``. With ``--json`` the result is one JSON document on
 stdout; progress bars and logs go to stderr. Errors exit with status 2 and one
@@ -140,7 +140,9 @@ def _prune_layer_set(args: argparse.Namespace, model, tokenizer, n: int, out: Pa
 def _eval(args: argparse.Namespace) -> dict:
     from .benchmarks import EVAL_SET
     from .evaluation import evaluate_zero_shot, perplexity
+    from .export import read_metadata, record_evaluation
     from .models import load_model
+    from .statistics import accuracy_interval
     from .text_data import token_sequences
 
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -157,8 +159,29 @@ def _eval(args: argparse.Namespace) -> dict:
             print(f"{name:<15} {row['acc']:7.4f} {row['acc_norm']:9.4f} {row['items']:6d}")
         print(f"{'average':<15} {result.average_acc:7.4f} {result.average_acc_norm:9.4f}")
         print(f"held-out Wikipedia perplexity: {ppl:.3f}")
-    return {"model": args.model, "tasks": table, "average": {"acc": result.average_acc,
-            "acc_norm": result.average_acc_norm}, "perplexity": ppl}
+    report = {"model": args.model, "tasks": table, "average": {"acc": result.average_acc,
+              "acc_norm": result.average_acc_norm}, "perplexity": ppl}
+    if read_metadata(args.model) is not None:  # an export of ours: its streamline.json and card get the numbers
+        interval = accuracy_interval(result)
+        carded = record_evaluation(args.model, {
+            **report, "accuracy_interval": [interval.low, interval.high], "items": len(result.items),
+            "perplexity_tokens": heldout.numel(), "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")})
+        _log(f"recorded the evaluation in {Path(args.model) / 'streamline.json'}"
+             + (" and the model card README.md" if carded else "; README.md was edited by hand, so it was kept"))
+    return report
+
+
+def _gguf(args: argparse.Namespace) -> dict:
+    from .export import check_output_folder
+    from .gguf_export import default_gguf_path, export_gguf
+
+    out = args.out or default_gguf_path(args.folder, args.dtype)
+    check_output_folder(out, args.force, fix="pass --force")
+    written = export_gguf(args.folder, out=out, dtype=args.dtype, overwrite=args.force)
+    if not args.json:
+        print(f"wrote {written.path} ({written.size_bytes / 2**20:.1f} MiB, {written.tensors} tensors, {written.dtype})")
+    return {"path": str(written.path), "size_bytes": written.size_bytes, "tensors": written.tensors,
+            "dtype": written.dtype}
 
 
 def _positive_int(text: str) -> int:
@@ -246,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="held-out sequences of 256 tokens for perplexity (default: 64)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document")
     evaluate.set_defaults(run=_eval)
+
+    to_gguf = commands.add_parser(
+        "gguf", help="write a pruned model as one GGUF file for llama.cpp",
+        description="Write a folder saved by 'streamline prune' as a GGUF file (llama architecture; exports that "
+                    "load with plain transformers), for llama.cpp, Ollama and LM Studio.")
+    to_gguf.add_argument("folder", help="a folder written by 'streamline prune'")
+    to_gguf.add_argument("--out", help="the GGUF file to write (default: FOLDER/model-DTYPE.gguf)")
+    to_gguf.add_argument("--dtype", choices=["f16", "f32"], default="f16", help="weight type (default: f16)")
+    to_gguf.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    to_gguf.add_argument("--json", action="store_true", help="print one JSON document")
+    to_gguf.set_defaults(run=_gguf)
     return parser
 
 

@@ -7,24 +7,30 @@ Three cases, by replacement:
   with fewer layers, so it is saved with ``save_pretrained`` and loads with plain
   ``AutoModelForCausalLM.from_pretrained(path)``: vLLM, llama.cpp converters, lm-eval
   and any other transformers-based tool can use it.
-* ``ffn`` in llama-style architectures (llama, mistral, qwen2): the replacement
-  ``h + mlp(norm(h))`` is exactly a decoder layer whose attention output projection is
-  zero (the layer computes ``h + 0``, then ``+ mlp(post_attention_layernorm(h))``). It is
-  saved as such a layer, so it too loads with plain transformers and gives the same
-  logits. The price: the checkpoint stores the idle attention's weights (zeros) and a
-  forward pass computes it; the in-memory FFN of :mod:`streamline_lib.replacement` is
-  the fast form, and :func:`load_pruned` restores it.
-* every other FFN (``ffn_relu``, ``ffn`` elsewhere): no transformers class holds it, so
-  the weights go to ``streamline_model.safetensors`` (not ``model.safetensors``) next to
-  the architecture's ``config.json``. Plain transformers then refuses the folder (no
-  model file) instead of silently loading a random layer; :func:`load_pruned` (and
-  :func:`streamline_lib.models.load_model`) rebuilds the model with our
-  :class:`~streamline_lib.replacement.ResidualFFN`.
+* an FFN that is exactly a decoder layer of the model's own class whose attention adds
+  zero (:func:`zero_attention_form`): ``ffn`` in llama, mistral, qwen2 (the layer
+  computes ``h + 0``, then ``+ mlp(post_attention_layernorm(h))``) and phi3 (the same with
+  the gate and up projections fused), and ``ffn_relu`` in pre-norm OPT whose MLP is
+  ``4 x hidden`` wide with ReLU (OPT's own MLP). It is saved as such a layer, so it too
+  loads with plain transformers and gives the same logits. The price: the checkpoint
+  stores the idle attention's weights (zeros) and a forward pass computes it; the
+  in-memory FFN of :mod:`streamline_lib.replacement` is the fast form, and
+  :func:`load_pruned` restores it.
+* every other FFN (``ffn_relu`` outside OPT, ``ffn`` in Gemma 3, GPT-2, GPT-NeoX and OPT):
+  no decoder layer of the architecture computes it (another activation, a normalised MLP
+  output, no gate), so the weights go to ``streamline_model.safetensors`` (not
+  ``model.safetensors``) next to the architecture's ``config.json``. Plain transformers
+  then refuses the folder (no model file) instead of silently loading a random layer;
+  :func:`load_pruned` (and :func:`streamline_lib.models.load_model`) rebuilds the model
+  with our :class:`~streamline_lib.replacement.ResidualFFN`.
 
 Beside ``config.json``, ``streamline.json`` records the source model, the removed layers
 (``removed_layers``, 0-based; ``start``: the first of them when they are one block, else
 null; ``n``: how many), the metric or selection method,
-the replacement, its training settings and results, and the storage format.
+the replacement, its training settings and results, the storage format and what loads
+it (``loads_with``), and evaluation results once :func:`record_evaluation` adds them.
+A model card, ``README.md``, says the same for people and for the Hugging Face hub
+(:mod:`streamline_lib.model_card`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,26 +50,75 @@ from accelerate import init_empty_weights
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from .model_card import write_model_card
 from .layers import decoder_layer_class, get_layers, replace_block
 from .pruning import LayerSetPruneResult, PruneResult
 from .replacement import NO_MODULE, ResidualFFN, is_llama_style, make_ffn_like
 
-__all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "check_output_folder", "save_pruned", "read_metadata", "load_pruned"]
+__all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "ZeroAttentionForm", "zero_attention_form", "check_output_folder",
+           "save_pruned", "read_metadata", "record_evaluation", "load_pruned"]
 
 METADATA_FILE = "streamline.json"
 CUSTOM_WEIGHTS_FILE = "streamline_model.safetensors"
 FORMAT_VERSION = 1
 
 
-def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN) -> torch.nn.Module:
+@dataclass(frozen=True)
+class ZeroAttentionForm:
+    """How an FFN replacement is written as a decoder layer of the model's class whose attention adds 0."""
+
+    attention_output: str  # the attention's output projection in the layer; zeroed (weight and bias)
+    keys: dict[str, str]  # ResidualFFN state-dict key -> the decoder layer's
+    fused: dict[str, tuple[str, str]] = field(default_factory=dict)  # layer key <- two FFN keys, concatenated
+
+    def to_layer(self, ffn_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The decoder layer's MLP and norm tensors holding ``ffn_state``."""
+        state = {self.keys[key]: value for key, value in ffn_state.items() if key in self.keys}
+        state.update({key: torch.cat([ffn_state[a], ffn_state[b]]) for key, (a, b) in self.fused.items()})
+        return state
+
+    def to_ffn(self, layer_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inverse of :meth:`to_layer`: the FFN's tensors from the decoder layer's."""
+        state = {ffn_key: layer_state[key] for ffn_key, key in self.keys.items()}
+        for key, (a, b) in self.fused.items():
+            state[a], state[b] = layer_state[key].chunk(2)
+        return state
+
+
+_SWIGLU = ("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
+_LLAMA_FFN = ZeroAttentionForm("self_attn.o_proj", {"norm.weight": "post_attention_layernorm.weight",
+                                                    **{key: key for key in _SWIGLU}})
+_PHI3_FFN = ZeroAttentionForm(  # Phi-3's MLP: gate_up_proj, chunked into gate then up
+    "self_attn.o_proj", {"norm.weight": "post_attention_layernorm.weight", _SWIGLU[2]: _SWIGLU[2]},
+    fused={"mlp.gate_up_proj.weight": _SWIGLU[:2]})
+_OPT_FFN_RELU = ZeroAttentionForm("self_attn.out_proj", {
+    "norm.weight": "final_layer_norm.weight", "norm.bias": "final_layer_norm.bias",
+    "mlp.0.weight": "fc1.weight", "mlp.0.bias": "fc1.bias", "mlp.2.weight": "fc2.weight", "mlp.2.bias": "fc2.bias"})
+
+
+def zero_attention_form(model: PreTrainedModel, kind: str) -> ZeroAttentionForm | None:
+    """The decoder-layer form of a ``kind`` FFN replacement in ``model``'s architecture, or None if none is exact."""
+    config = model.config
+    if kind == "ffn" and is_llama_style(get_layers(model)[0], config):
+        return _LLAMA_FFN
+    if kind == "ffn" and config.model_type == "phi3" and config.hidden_act == "silu":
+        return _PHI3_FFN
+    opt_mlp_is_ffn_relu = (config.model_type == "opt" and config.do_layer_norm_before and config.enable_bias
+                           and config.activation_function == "relu" and config.layer_norm_elementwise_affine
+                           and config.ffn_dim == 4 * config.hidden_size)
+    if kind == "ffn_relu" and opt_mlp_is_ffn_relu:
+        return _OPT_FFN_RELU
+    return None
+
+
+def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN,
+                          form: ZeroAttentionForm) -> torch.nn.Module:
     """A decoder layer computing exactly ``ffn``: zero attention output, the FFN as its MLP."""
     layer = decoder_layer_class(model)(model.config, layer_idx=index).to(device=model.device, dtype=model.dtype)
     with torch.no_grad():
-        for projection in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            for tensor in getattr(layer.self_attn, projection).parameters():
-                tensor.zero_()
-        layer.post_attention_layernorm.load_state_dict(ffn.norm.state_dict())
-        layer.mlp.load_state_dict(ffn.mlp.state_dict())
+        for tensor in layer.get_submodule(form.attention_output).parameters():
+            tensor.zero_()
+    layer.load_state_dict(form.to_layer(ffn.state_dict()), strict=False)
     return layer
 
 
@@ -72,10 +128,18 @@ def _storage_format(result: PruneResult | LayerSetPruneResult) -> str:
     module = get_layers(result.model)[result.start]
     if not isinstance(module, ResidualFFN):
         return "transformers"
-    original = get_layers(result.model)[0]  # an FFN never sits at position 0
-    if result.replacement == "ffn" and is_llama_style(original, result.model.config):
+    if zero_attention_form(result.model, result.replacement) is not None:
         return "transformers-zero-attention"
     return "streamline-ffn"
+
+
+def _loads_with(storage: str, model_type: str, replacement: str) -> str:
+    """What loads a checkpoint of ``storage``, in one sentence for streamline.json and the model card."""
+    if storage != "streamline-ffn":
+        return "transformers: AutoModelForCausalLM.from_pretrained(path), or any tool that reads the architecture"
+    return (f"streamline_lib: streamline_lib.models.load_model(path) or streamline_lib.export.load_pruned(path); "
+            f"no {model_type} decoder layer computes the {replacement!r} replacement, so plain transformers "
+            "refuses the folder (it has no model.safetensors)")
 
 
 def _jsonable(value: Any) -> Any:
@@ -124,7 +188,8 @@ def save_pruned(
         out = Path(tmp) / "checkpoint"
         if storage == "transformers-zero-attention":
             model = copy.deepcopy(model)
-            layer = _ffn_as_decoder_layer(model, result.start, get_layers(model)[result.start])
+            form = zero_attention_form(model, result.replacement)
+            layer = _ffn_as_decoder_layer(model, result.start, get_layers(model)[result.start], form)
             replace_block(model, result.start, 1, layer)
         if storage == "streamline-ffn":
             model.config.save_pretrained(out)
@@ -144,7 +209,9 @@ def save_pruned(
             "metric": metric,
             "replacement": result.replacement,
             "storage": storage,
+            "loads_with": _loads_with(storage, model.config.model_type, result.replacement),
             "num_hidden_layers": model.config.num_hidden_layers,
+            "parameters": sum(p.numel() for p in result.model.parameters()),  # the fast form's, tied counted once
             "training": None if train is None else {
                 "config": _jsonable(train_config),
                 "loss": train.loss,
@@ -163,6 +230,7 @@ def save_pruned(
             },
         }
         (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        write_model_card(out, metadata)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(out, path)
@@ -173,6 +241,23 @@ def read_metadata(path: str | os.PathLike) -> dict | None:
     """The ``streamline.json`` of a saved pruned model, or ``None`` for any other folder."""
     file = Path(path) / METADATA_FILE
     return json.loads(file.read_text()) if file.exists() else None
+
+
+def record_evaluation(path: str | os.PathLike, evaluation: dict[str, Any]) -> bool:
+    """Add ``evaluation`` to the ``streamline.json`` of an export and to its model card.
+
+    ``evaluation`` holds ``tasks`` (per task ``acc`` and ``items``), ``average`` (``acc``),
+    ``accuracy_interval`` (its 95% interval), ``items``, ``perplexity``, ``perplexity_tokens``
+    and ``dtype``, as ``streamline eval`` measures them. Returns whether the card was rewritten: a ``README.md``
+    the user wrote or edited is kept, and only ``streamline.json`` gets the numbers.
+    """
+    path = Path(path)
+    previous = read_metadata(path)
+    if previous is None:
+        raise FileNotFoundError(f"{path} has no {METADATA_FILE}: it was not saved by save_pruned")
+    metadata = {**previous, "evaluation": evaluation}
+    (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return write_model_card(path, metadata, previous) is not None
 
 
 def load_pruned(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -195,9 +280,8 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
         return model.to(dtype).eval()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     if metadata["storage"] == "transformers-zero-attention":
-        layer = get_layers(model)[start]
-        ffn = make_ffn_like(model, "ffn")
-        ffn.norm.load_state_dict(layer.post_attention_layernorm.state_dict())
-        ffn.mlp.load_state_dict(layer.mlp.state_dict())
+        kind = metadata["replacement"]
+        ffn = make_ffn_like(model, kind)
+        ffn.load_state_dict(zero_attention_form(model, kind).to_ffn(get_layers(model)[start].state_dict()))
         replace_block(model, start, 1, ffn.to(dtype))
     return model

