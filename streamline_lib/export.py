@@ -118,7 +118,9 @@ def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN,
     with torch.no_grad():
         for tensor in layer.get_submodule(form.attention_output).parameters():
             tensor.zero_()
-    layer.load_state_dict(form.to_layer(ffn.state_dict()), strict=False)
+    unexpected = layer.load_state_dict(form.to_layer(ffn.state_dict()), strict=False).unexpected_keys
+    if unexpected:  # a form that names tensors the layer does not have: a bug, never a silent random MLP
+        raise ValueError(f"{type(layer).__name__} has no {', '.join(unexpected)}")
     return layer
 
 

@@ -34,7 +34,7 @@ from .training import LMObjective, TrainConfig, TrainResult, train_module
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["LoraSettings", "HealResult", "heal_with_lora", "check_healing_config", "AdapterLMObjective",
+__all__ = ["LoraSettings", "HealResult", "heal_with_lora", "check_healing_config", "AdapterLMObjective", "inject_lora",
            "train_adapters", "lora_modules"]
 
 
@@ -78,18 +78,13 @@ def heal_with_lora(
     and the data order. ``cache`` as in :func:`streamline_lib.pruning.prune`: the trained
     A and B matrices are kept on disk, keyed by everything that decides them.
     """
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     config = config or TrainConfig(loss="lm")
     lora = lora or LoraSettings()
     check_healing_config(config)
-    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
-    with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in 5.x
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(copy.deepcopy(pruned), LoraConfig(
-            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, bias="none",
-            target_modules=list(lora.target_modules) if isinstance(lora.target_modules, tuple)
-            else lora.target_modules))
+    targets = list(lora.target_modules) if isinstance(lora.target_modules, tuple) else lora.target_modules
+    model = inject_lora(copy.deepcopy(pruned), lora.rank, lora.alpha, targets, config.seed)
     adapters = lora_modules(model)
     lora_parameters = sum(p.numel() for p in adapters.parameters())
     if cache is False:
@@ -105,6 +100,22 @@ def heal_with_lora(
     for p in healed.parameters():  # peft froze the base weights; give back a model like the one passed in
         p.requires_grad_(True)
     return HealResult(healed, trained, lora_parameters)
+
+
+def inject_lora(model: nn.Module, rank: int, alpha: float, target_modules: str | list[str], seed: int):
+    """``model`` wrapped by peft with LoRA updates (no dropout, no bias) on ``target_modules``; ``model`` itself is changed.
+
+    The A matrices are drawn at random: ``seed`` makes them the same on every call. The
+    one place the library calls ``get_peft_model`` (LoRA healing here, SHARP's recovery
+    parameters in :mod:`streamline_lib.sharing`).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in 5.x
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                                                target_modules=target_modules))
 
 
 def lora_modules(model: nn.Module) -> nn.ModuleList:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from .healing import lora_modules, train_adapters
+from .healing import inject_lora, lora_modules, train_adapters
 from .hidden_states import iter_hidden_states
 from .layers import architecture, get_layers, num_layers
 from .trained_cache import cache_folder, load_trained, store_trained, training_key
@@ -210,8 +209,6 @@ def sharp(
     Either stage can be left out. ``rank=0`` is direct sharing and trains nothing.
     ``cache`` as in :func:`streamline_lib.pruning.prune`, per stage.
     """
-    from peft import LoraConfig, get_peft_model
-
     layers = sorted(layers)
     references = reference_layers(layers, num_layers(model))
     if rank < 0:
@@ -225,11 +222,7 @@ def sharp(
     decoder = get_layers(shared)
     targets = [f"{prefix}.{i}.mlp.{name}" for i in layers
                for name, module in _mlp(decoder[i]).named_modules() if isinstance(module, nn.Linear)]
-    torch.manual_seed(seed)  # LoRA's A matrices are drawn at random
-    with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in 5.x
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        shared = get_peft_model(shared, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                                                   target_modules=targets)).get_base_model()
+    shared = inject_lora(shared, rank, alpha, targets, seed).get_base_model()
     decoder = get_layers(shared)
     per_layer = [lora_modules(decoder[i].mlp) for i in layers]
     recovery = nn.ModuleList(per_layer)
