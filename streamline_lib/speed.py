@@ -1,14 +1,24 @@
 """Measure inference speed: tokens per second of prefill (one forward pass over a prompt)
-and of decoding (one new token at a time with the KV cache, as ``generate`` does)."""
+and of decoding (one new token at a time with the KV cache, as ``generate`` does).
+
+A CPU timing moves by several percent from run to run (other work, frequency, caches), so a
+claim about a speed-up of a few percent is judged with :func:`compare_decode_speed`: the models
+are timed in interleaved rounds, and each model's speed relative to a reference gets an interval.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["prefill_tokens_per_second", "decode_tokens_per_second"]
+from .statistics import Interval, mean_interval
+
+__all__ = ["prefill_tokens_per_second", "decode_tokens_per_second", "SpeedRounds", "compare_decode_speed"]
 
 
 def _best_time(run, device: torch.device, repeats: int) -> float:
@@ -83,3 +93,38 @@ def decode_tokens_per_second(
         prefilled = prefill()
         best = min(best, _best_time(lambda: decode(prefilled), device, 1))
     return prompts.shape[0] * new_tokens / best
+
+
+@dataclass(frozen=True)
+class SpeedRounds:
+    """Decoding speeds of several models, one per model and round (tokens per second)."""
+
+    tokens_per_second: dict[str, list[float]]
+
+    def ratios(self, name: str, reference: str) -> np.ndarray:
+        """``name``'s speed over ``reference``'s, round by round (paired: the same moment of the machine)."""
+        return np.array(self.tokens_per_second[name]) / np.array(self.tokens_per_second[reference])
+
+    def ratio_interval(self, name: str, reference: str, level: float = 0.95) -> Interval:
+        """The mean of :meth:`ratios` with a bootstrap interval over the rounds."""
+        return mean_interval(self.ratios(name, reference), level=level)
+
+
+def compare_decode_speed(models: Mapping[str, nn.Module], prompts: torch.Tensor, new_tokens: int = 32,
+                         rounds: int = 9) -> SpeedRounds:
+    """Greedy decoding speed of each of ``models`` in ``rounds`` interleaved rounds.
+
+    Every model is warmed up once; then each round times every model once, in turn
+    (:func:`decode_tokens_per_second` with one run), so a slow spell of the machine slows all
+    models of that round alike and the per-round ratios cancel it. Use the spread of the
+    ratios (:meth:`SpeedRounds.ratio_interval`) to tell a speed-up from timing noise.
+    """
+    if rounds < 2:
+        raise ValueError(f"rounds={rounds}: an interval needs at least 2 rounds")
+    for model in models.values():
+        decode_tokens_per_second(model, prompts, new_tokens, warmup=1, repeats=1)
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            speeds[name].append(decode_tokens_per_second(model, prompts, new_tokens, warmup=0, repeats=1))
+    return SpeedRounds(speeds)

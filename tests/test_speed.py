@@ -43,3 +43,28 @@ def test_decoded_tokens_are_greedy_generation():
     expected = model.generate(prompts, max_new_tokens=7, do_sample=False, min_new_tokens=7)[0, 5:]
     # each of the 6 timed steps feeds back the previous greedy token (the prefill chose the first)
     assert torch.cat([t[0] for t in seen[1:]]).tolist() == expected[:6].tolist()
+
+
+def test_interleaved_rounds_time_every_model_once_per_round(monkeypatch):
+    order = []
+    real = speed.decode_tokens_per_second
+    monkeypatch.setattr(speed, "decode_tokens_per_second",
+                        lambda model, *a, **k: order.append((model.name, k["warmup"])) or real(model, *a, **k))
+    models = {}
+    for name in ("a", "b"):
+        models[name] = tiny()
+        models[name].name = name
+    rounds = speed.compare_decode_speed(models, torch.randint(0, 64, (1, 5)), new_tokens=3, rounds=3)
+    # one warm-up each, then rounds that alternate the models
+    assert order == [("a", 1), ("b", 1)] + [("a", 0), ("b", 0)] * 3
+    assert all(len(v) == 3 and min(v) > 0 for v in rounds.tokens_per_second.values())
+    ratios = rounds.ratios("b", "a")
+    interval = rounds.ratio_interval("b", "a")
+    assert interval.low <= ratios.mean() == interval.estimate <= interval.high
+
+
+def test_speed_rounds_give_the_paired_ratio():
+    rounds = speed.SpeedRounds({"dense": [100.0, 50.0, 80.0], "pruned": [150.0, 75.0, 120.0]})
+    assert rounds.ratios("pruned", "dense").tolist() == [1.5, 1.5, 1.5]  # a slow round slows both alike
+    interval = rounds.ratio_interval("pruned", "dense")
+    assert interval.low == interval.high == 1.5
