@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+LLAMA_STAMP := $(VENV)/.llama-installed
 TORCH  := torch==2.13.0
 LEDGER := notebooks/11_ledger.ipynb
 CHAPTERS := $(filter-out $(LEDGER),$(sort $(wildcard notebooks/*.ipynb)))
@@ -13,7 +14,7 @@ SECOND_MODEL := gemma3-270m
 SECOND_MODEL_CHAPTERS := 00_tour 01_redundancy 02_metrics 03_replacement 04_stability 05_sparsity
 BOOK_HTML := book/_build/html
 
-.PHONY: setup book notebooks second-model html test bench lab clean
+.PHONY: setup book notebooks second-model html test bench bench-gguf lab clean
 
 setup: $(STAMP)
 
@@ -66,6 +67,16 @@ bench: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	touch $(BENCH_STAMP)
+
+## bench-gguf: a pruned SmolLM2 as a GGUF file: size, agreement and decoding speed in transformers and llama.cpp
+bench-gguf: $(LLAMA_STAMP)
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/gguf_export.py $(BENCH_ARGS)
+
+# llama-cpp-python compiles llama.cpp (cmake and a C++ compiler); without them the benchmark runs without it
+$(LLAMA_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[llama]" || \
+	  echo "llama-cpp-python did not install (it compiles llama.cpp: cmake and a C++ compiler are needed); the benchmark leaves llama.cpp out"
+	touch $(LLAMA_STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
