@@ -37,6 +37,7 @@ __all__ = [
     "Corpus",
     "documents",
     "split_documents",
+    "available_sequences",
     "token_sequences",
     "token_sequences_from_text",
 ]
@@ -254,6 +255,18 @@ def token_sequences(
     _check_seq_len(seq_len, max_length)
     stream = _corpus_stream(tokenizer, corpus, split)
     return _windows(stream, seq_len, num_seqs, seed, f"corpus {corpus!r}, split {split!r}")
+
+
+def available_sequences(tokenizer: PreTrainedTokenizerBase, corpus: str, split: str, seq_len: int) -> int:
+    """How many windows of ``seq_len`` tokens one split of a bundled corpus holds for ``tokenizer``.
+
+    The same text makes fewer tokens for a tokenizer with a larger vocabulary (Gemma 3's
+    262,144 against SmolLM2's 49,152), so a fixed ``num_seqs`` may not fit every model;
+    ``min(wanted, available_sequences(...))`` takes what there is.
+    """
+    _check_corpus(corpus)
+    _check_split(split)
+    return len(_corpus_stream(tokenizer, corpus, split)) // seq_len
 
 
 def token_sequences_from_text(

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerFast
 from streamline_lib.text_data import (
     CORPORA,
     SPLITS,
+    available_sequences,
     documents,
     split_documents,
     token_sequences,
@@ -150,6 +151,8 @@ def test_bad_seq_len(tokenizer):
 
 def test_too_many_sequences_says_how_many_there_are(tokenizer):
     available = len(token_sequences(tokenizer, "technical", "heldout", num_seqs=None, seq_len=512))
+    assert available_sequences(tokenizer, "technical", "heldout", seq_len=512) == available
+    assert len(token_sequences(tokenizer, "technical", "heldout", num_seqs=available, seq_len=512)) == available
     with pytest.raises(ValueError, match=rf"'technical'.*'heldout'.*only {available} windows of seq_len=512"):
         token_sequences(tokenizer, "technical", "heldout", num_seqs=available + 1, seq_len=512)
     with pytest.raises(ValueError, match="only 0 windows"):
