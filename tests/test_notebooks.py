@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SECOND_MODEL = "gemma3-270m"
+# chapters 1-6 executed on the second bundled model by make second-model
+SECOND_MODEL_RUNS = sorted((ROOT / "notebooks" / SECOND_MODEL).glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
@@ -25,7 +28,7 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
                                parameters={"SMOKE": True}, cwd=str(notebook.parent), progress_bar=False)
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS + SECOND_MODEL_RUNS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_committed_notebook_is_a_full_run(notebook):
     nb = json.loads(notebook.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -57,6 +60,30 @@ def test_committed_results_hold_each_chapters_verdicts(chapter, claims):
     verdicts = [ClaimVerdict(**v) for v in saved[chapter]["verdicts"]]  # validates every field
     assert {v.claim for v in verdicts} == claims
     assert saved[chapter]["numbers"], f"{chapter} saved no numbers"
+
+
+def _sources(notebook: Path) -> list[str]:
+    """The cells' sources without papermill's injected parameters: what the run executed."""
+    return ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"]
+            if "injected-parameters" not in c["metadata"].get("tags", [])]
+
+
+def test_the_second_model_ran_chapters_1_to_6_with_their_verdicts():
+    """make second-model: the executed copies ran the chapters as they are now on Gemma-3-270M and saved
+    their verdicts to its own results folder."""
+    from streamline_lib.claims import ClaimVerdict, load_chapter_results
+
+    assert [p.stem for p in SECOND_MODEL_RUNS] == [p.stem for p in NOTEBOOKS[:6]]
+    for notebook in SECOND_MODEL_RUNS:
+        code = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+        injected = "".join(next(c for c in code if "injected-parameters" in c["metadata"].get("tags", []))["source"])
+        assert f'MODEL = "{SECOND_MODEL}"' in injected and f'RESULTS_DIR = "results/{SECOND_MODEL}"' in injected
+        chapter = ROOT / "notebooks" / notebook.name
+        assert _sources(notebook) == _sources(chapter), f"{notebook} is stale: re-run make second-model"
+    saved = load_chapter_results(ROOT / "notebooks" / "results" / SECOND_MODEL)
+    for chapter in [p.stem for p in NOTEBOOKS[1:6]]:
+        verdicts = [ClaimVerdict(**v) for v in saved[chapter]["verdicts"]]
+        assert {v.claim for v in verdicts} == CHAPTERS_WITH_VERDICTS[chapter]
 
 
 CHAPTERS_WITH_PAIRED_VERDICTS = ["02_metrics", "03_replacement", "04_stability", "05_sparsity", "07_lora",
