@@ -79,7 +79,9 @@ def main() -> None:
     for kind in ["ffn", "ffn_relu", "layer"]:
         models[kind] = prune(model, start, n, kind, train, config, cache=True).model
 
-    final_norm = model.model.norm
+    final_norm = getattr(model.model, "norm", None)  # llama-style and Gemma models; OPT and GPT-2 name it otherwise
+    if final_norm is None:
+        raise SystemExit(f"{args.model}: no final norm at model.model.norm; this script reads llama-style and Gemma models")
     target, _, _ = final_state(model, heldout)
     target = target[:, 1:]
     with torch.no_grad():
