@@ -266,6 +266,7 @@ def available_sequences(tokenizer: PreTrainedTokenizerBase, corpus: str, split: 
     """
     _check_corpus(corpus)
     _check_split(split)
+    _check_seq_len(seq_len, None)
     return len(_corpus_stream(tokenizer, corpus, split)) // seq_len
 
 

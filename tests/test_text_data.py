@@ -153,6 +153,8 @@ def test_too_many_sequences_says_how_many_there_are(tokenizer):
     available = len(token_sequences(tokenizer, "technical", "heldout", num_seqs=None, seq_len=512))
     assert available_sequences(tokenizer, "technical", "heldout", seq_len=512) == available
     assert len(token_sequences(tokenizer, "technical", "heldout", num_seqs=available, seq_len=512)) == available
+    with pytest.raises(ValueError, match="seq_len=1 is too short"):
+        available_sequences(tokenizer, "technical", "heldout", seq_len=1)
     with pytest.raises(ValueError, match=rf"'technical'.*'heldout'.*only {available} windows of seq_len=512"):
         token_sequences(tokenizer, "technical", "heldout", num_seqs=available + 1, seq_len=512)
     with pytest.raises(ValueError, match="only 0 windows"):
