@@ -18,6 +18,7 @@ from . import assets
 from .layers import UnsupportedArchitectureError
 from .replacement import REPLACEMENTS
 from .scoring import METRICS
+from .text_data import CORPORA
 
 __all__ = ["main", "build_parser"]
 
@@ -39,8 +40,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", default="cosine", choices=METRICS, help="layer-importance metric (default: cosine)")
-    parser.add_argument("--calib", default="wiki", help="calibration corpus: wiki, c4, stories, code, "
-                                                        "technical, multilingual (default: wiki)")
+    parser.add_argument("--calib", default="wiki", choices=CORPORA, help="calibration corpus (default: wiki)")
     parser.add_argument("--num-seqs", type=int, default=32, help="calibration sequences (default: 32)")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default: 256)")
 
@@ -68,8 +68,29 @@ def _score(args: argparse.Namespace) -> dict:
             "start": result.best_start}
 
 
+def _check_prune_args(args: argparse.Namespace) -> None:
+    """What can be refused before the model is loaded: a misspelt flag must not cost a training run."""
+    if args.method != "block" and (args.replacement != "none" or args.heal != "none"):
+        raise ValueError(f"--method {args.method} removes layers that need not be neighbours, so nothing can stand "
+                         f"in for them and nothing is healed: drop --replacement and --heal, or use --method block")
+    if args.train_tokens < args.seq_len and (args.replacement != "none" or args.heal != "none"):
+        raise ValueError(f"--train-tokens {args.train_tokens} is less than one sequence of --seq-len "
+                         f"{args.seq_len}; give at least {args.seq_len}")
+    if args.force_non_export and not args.force:
+        raise ValueError("--force-non-export only makes sense with --force")
+
+
 def _prune(args: argparse.Namespace) -> dict:
-    from .export import check_output_folder, save_pruned
+    from .export import claim_export_folder
+
+    _check_prune_args(args)
+    with claim_export_folder(args.out, args.force, args.force_non_export,
+                             fix="pass --force to replace an earlier export"):  # before loading and training
+        return _load_and_prune(args)
+
+
+def _load_and_prune(args: argparse.Namespace) -> dict:
+    from .export import save_pruned
     from .healing import heal_with_lora
     from .models import load_model
     from .pruning import prune
@@ -79,23 +100,19 @@ def _prune(args: argparse.Namespace) -> dict:
     from .training import TrainConfig
 
     out = Path(args.out)
-    check_output_folder(out, args.force, fix="pass --force to overwrite it")  # before loading and training
-    if args.method != "block" and (args.replacement != "none" or args.heal != "none"):
-        raise ValueError(f"--method {args.method} removes layers that need not be neighbours, so nothing can stand "
-                         f"in for them and nothing is healed: drop --replacement and --heal, or use --method block")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     n = args.layers if args.layers is not None else layers_for_sparsity(model, args.sparsity)
     timings = {}
     t0 = time.perf_counter()
     if args.method != "block":
         return _prune_layer_set(args, model, tokenizer, n, out, timings, t0)
+    train_sequences, config, healed = None, None, None
+    if args.replacement != "none" or args.heal == "lora":  # before scoring: too many tokens fails at once
+        train_sequences = token_sequences(tokenizer, args.train_corpus, "train", seq_len=args.seq_len,
+                                          num_seqs=args.train_tokens // args.seq_len, seed=args.seed)
     start = score_blocks(model, _calibration(model, tokenizer, args), n=n, metric=args.metric).best_start
     timings["score_s"] = time.perf_counter() - t0
     _log(f"removing layers {start}..{start + n - 1} ({n} layers, metric {args.metric})")
-    train_sequences, config, healed = None, None, None
-    if args.replacement != "none" or args.heal == "lora":
-        train_sequences = token_sequences(tokenizer, args.train_corpus, "train", seq_len=args.seq_len,
-                                          num_seqs=max(1, args.train_tokens // args.seq_len), seed=args.seed)
     if args.replacement != "none":
         config = TrainConfig(loss=args.loss, seed=args.seed)
     t0 = time.perf_counter()
@@ -108,7 +125,7 @@ def _prune(args: argparse.Namespace) -> dict:
         result = dataclasses.replace(result, model=healed.model)
         timings["heal_s"] = time.perf_counter() - t0
     save_pruned(result, tokenizer, out, source_model=args.model, metric=args.metric, train_config=config,
-                overwrite=args.force, healing=healed)
+                overwrite=args.force, healing=healed, overwrite_non_export=args.force_non_export)
     if not args.json:
         print(f"saved the pruned model ({args.replacement}, layers {start}..{start + n - 1} removed) to {out}")
     return {"out": str(out), "start": start, "n": n, "replacement": args.replacement, **timings}
@@ -131,7 +148,8 @@ def _prune_layer_set(args: argparse.Namespace, model, tokenizer, n: int, out: Pa
     t0 = time.perf_counter()
     result = prune_layers(model, layers)
     timings["prune_s"] = time.perf_counter() - t0
-    save_pruned(result, tokenizer, out, source_model=args.model, metric=args.method, overwrite=args.force)
+    save_pruned(result, tokenizer, out, source_model=args.model, metric=args.method, overwrite=args.force,
+                overwrite_non_export=args.force_non_export)
     if not args.json:
         print(f"saved the pruned model (layers {', '.join(map(str, layers))} removed) to {out}")
     return {"out": str(out), "layers": layers, "n": n, "method": args.method, "replacement": "none", **timings}
@@ -172,11 +190,10 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _gguf(args: argparse.Namespace) -> dict:
-    from .export import check_output_folder
-    from .gguf_export import default_gguf_path, export_gguf
+    from .gguf_export import check_gguf_target, default_gguf_path, export_gguf
 
     out = args.out or default_gguf_path(args.folder, args.dtype)
-    check_output_folder(out, args.force, fix="pass --force")
+    check_gguf_target(out, args.force)
     written = export_gguf(args.folder, out=out, dtype=args.dtype, overwrite=args.force)
     if not args.json:
         print(f"wrote {written.path} ({written.size_bytes / 2**20:.1f} MiB, {written.tensors} tensors, {written.dtype})")
@@ -249,10 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--train-tokens", type=_positive_int, default=262_144,
                        help="training tokens from the corpus's train split (default: 262144, 1,024 sequences "
                             "of 256; fewer can leave the replacement worse than plain removal)")
-    prune.add_argument("--train-corpus", default="wiki", help="corpus for training (default: wiki)")
+    prune.add_argument("--train-corpus", default="wiki", choices=CORPORA, help="corpus for training (default: wiki)")
     _add_calibration_args(prune)
     prune.add_argument("--out", required=True, help="folder to write the pruned model to")
-    prune.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    prune.add_argument("--force", action="store_true",
+                       help="replace --out if it holds an earlier export and nothing else (never the working "
+                            "directory or a folder above it)")
+    prune.add_argument("--force-non-export", action="store_true",
+                       help="with --force: replace --out even if it holds files that are not part of an export")
     prune.add_argument("--json", action="store_true", help="print one JSON document")
     prune.set_defaults(run=_prune)
 
@@ -277,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     to_gguf.add_argument("folder", help="a folder written by 'streamline prune'")
     to_gguf.add_argument("--out", help="the GGUF file to write (default: FOLDER/model-DTYPE.gguf)")
     to_gguf.add_argument("--dtype", choices=["f16", "f32"], default="f16", help="weight type (default: f16)")
-    to_gguf.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    to_gguf.add_argument("--force", action="store_true", help="replace --out if it is a GGUF file")
     to_gguf.add_argument("--json", action="store_true", help="print one JSON document")
     to_gguf.set_defaults(run=_gguf)
     return parser
@@ -287,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError, assets.AssetUnavailableError,
-            UnsupportedArchitectureError) as error:
+    except (ValueError, KeyError, OSError, assets.AssetUnavailableError, UnsupportedArchitectureError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"streamline {args.command}: error: {message}", file=sys.stderr)
         return 2

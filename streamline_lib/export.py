@@ -40,7 +40,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,17 +49,20 @@ from accelerate import init_empty_weights
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from .model_card import write_model_card
+from .files import atomic_write_text, file_digest, refuse_symlink
 from .layers import decoder_layer_class, get_layers, replace_block
+from .model_card import CARD_FILE, write_model_card
+from .output_folder import claim_output
 from .pruning import LayerSetPruneResult, PruneResult
-from .replacement import NO_MODULE, ResidualFFN, is_llama_style, make_ffn_like
+from .replacement import NO_MODULE, REPLACEMENTS, ResidualFFN, is_llama_style, make_ffn_like
 
-__all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "ZeroAttentionForm", "zero_attention_form", "check_output_folder",
-           "save_pruned", "read_metadata", "record_evaluation", "load_pruned"]
+__all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "STORAGE_FORMATS", "ZeroAttentionForm", "zero_attention_form",
+           "gguf_file_name", "export_files", "claim_export_folder", "save_pruned", "read_metadata", "verify_export",
+           "record_evaluation", "load_pruned"]
 
 METADATA_FILE = "streamline.json"
 CUSTOM_WEIGHTS_FILE = "streamline_model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a manifest of the files (size, sha256) under "files"
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,9 @@ def _ffn_as_decoder_layer(model: PreTrainedModel, index: int, ffn: ResidualFFN,
                           form: ZeroAttentionForm) -> torch.nn.Module:
     """A decoder layer computing exactly ``ffn``: zero attention output, the FFN as its MLP."""
     layer = decoder_layer_class(model)(model.config, layer_idx=index).to(device=model.device, dtype=model.dtype)
-    with torch.no_grad():
-        for tensor in layer.get_submodule(form.attention_output).parameters():
+    attention = form.attention_output.rpartition(".")[0]
+    with torch.no_grad():  # all of the attention, not only its output: randomly initialised q/k/v are not
+        for tensor in layer.get_submodule(attention).parameters():  # reproducible, and they compute nothing
             tensor.zero_()
     unexpected = layer.load_state_dict(form.to_layer(ffn.state_dict()), strict=False).unexpected_keys
     if unexpected:  # a form that names tensors the layer does not have: a bug, never a silent random MLP
@@ -154,14 +157,72 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def check_output_folder(path: str | os.PathLike, overwrite: bool, fix: str = "pass overwrite=True") -> None:
-    """Refuse a ``path`` that is a file or a non-empty folder unless ``overwrite``; ``fix`` ends the message.
+def gguf_file_name(dtype: str) -> str:
+    """The name ``streamline gguf`` gives a GGUF file of ``dtype`` inside an export (part of the export)."""
+    return f"model-{dtype}.gguf"
 
-    :func:`save_pruned` checks this itself; the CLI calls it too, before the slow work.
+
+def export_files(folder: str | os.PathLike) -> set[str] | None:
+    """The names of the files that make up the export in ``folder``; None when it holds no export of ours.
+
+    These are the files its manifest lists, ``streamline.json``, the card and the GGUF files
+    ``streamline gguf`` writes there: anything else in the folder is the user's.
     """
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; choose another folder or {fix}")
+    metadata = read_metadata(folder)
+    if metadata is None:
+        return None
+    return {*metadata.get("files", {}), METADATA_FILE, CARD_FILE, *(gguf_file_name(d) for d in ("f16", "f32"))}
+
+
+def _output_claim(path: str | os.PathLike, overwrite: bool, overwrite_non_export: bool = False,
+                  fix: str = "pass overwrite=True"):
+    return claim_output(path, export_files, overwrite=overwrite, overwrite_non_export=overwrite_non_export, fix=fix)
+
+
+def claim_export_folder(path: str | os.PathLike, overwrite: bool = False, overwrite_non_export: bool = False,
+                        fix: str = "pass overwrite=True"):
+    """Claim ``path`` for an export before slow work (a context manager; see :mod:`streamline_lib.output_folder`).
+
+    It refuses at once what :func:`save_pruned` would refuse at the end: a symlink, the working
+    directory or a folder above it, a non-empty folder without ``overwrite``, a folder with files
+    that are not part of an export of ours without ``overwrite_non_export``, a folder another run
+    is writing. ``fix`` ends the "not empty" message. Within the ``with`` block, a
+    :func:`save_pruned` to the same path uses this claim.
+    """
+    return _output_claim(path, overwrite, overwrite_non_export, fix)
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, int | str]]:
+    """Size and sha256 of every file of a finished export but its metadata and card (which ``eval`` rewrites)."""
+    return {entry.name: file_digest(entry) for entry in sorted(folder.iterdir())
+            if entry.is_file() and entry.name not in (METADATA_FILE, CARD_FILE)}
+
+
+def _check_finite(model: torch.nn.Module) -> None:
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"the model holds NaN or infinite weights ({', '.join(bad[:3])}); refusing to save it: "
+                         "its training diverged, so train again with a lower learning rate")
+
+
+def _write_checkpoint(result: PruneResult | LayerSetPruneResult, tokenizer: PreTrainedTokenizerBase,
+                      out: Path, storage: str) -> PreTrainedModel:
+    """The model's weights and config and the tokenizer's files in ``out``; returns the model as stored."""
+    model = result.model
+    if storage == "transformers-zero-attention":
+        model = copy.deepcopy(model)
+        form = zero_attention_form(model, result.replacement)
+        layer = _ffn_as_decoder_layer(model, result.start, get_layers(model)[result.start], form)
+        replace_block(model, result.start, 1, layer)
+    if storage == "streamline-ffn":
+        model.config.save_pretrained(out)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        tied = [k for k in state if k.endswith("lm_head.weight")] if model.config.tie_word_embeddings else []
+        save_file({k: v for k, v in state.items() if k not in tied}, out / CUSTOM_WEIGHTS_FILE)
+    else:
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return model
 
 
 def save_pruned(
@@ -173,76 +234,122 @@ def save_pruned(
     train_config: Any = None,
     overwrite: bool = False,
     healing: Any = None,
+    overwrite_non_export: bool = False,
 ) -> Path:
     """Write ``result.model`` and ``tokenizer`` to ``path`` with a ``streamline.json``.
 
     ``healing`` is the :class:`~streamline_lib.healing.HealResult` when the model was
     healed with LoRA after pruning (its updates are merged, so the model is saved as is).
-    Refuses to write into an existing non-empty folder unless ``overwrite``. The files
-    are written to a temporary folder first, so a failed save leaves ``path`` as it was.
+    An existing folder is replaced only with ``overwrite`` and only when it holds an earlier
+    export and nothing else (``overwrite_non_export`` replaces any folder but the working
+    directory and those above it). The files are written to a folder beside ``path`` and
+    swapped in by renames, so a failure or a killed process leaves ``path`` as it was
+    (:mod:`streamline_lib.output_folder`). The same inputs give the same weight files, bit
+    for bit.
     """
-    path = Path(path)
-    check_output_folder(path, overwrite)
+    _check_finite(result.model)
     storage = _storage_format(result)
-    model = result.model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}-") as tmp:
-        out = Path(tmp) / "checkpoint"
-        if storage == "transformers-zero-attention":
-            model = copy.deepcopy(model)
-            form = zero_attention_form(model, result.replacement)
-            layer = _ffn_as_decoder_layer(model, result.start, get_layers(model)[result.start], form)
-            replace_block(model, result.start, 1, layer)
-        if storage == "streamline-ffn":
-            model.config.save_pretrained(out)
-            state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            tied = [k for k in state if k.endswith("lm_head.weight")] if model.config.tie_word_embeddings else []
-            save_file({k: v for k, v in state.items() if k not in tied}, out / CUSTOM_WEIGHTS_FILE)
-        else:
-            model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        train = result.train_result
-        metadata = {
-            "format_version": FORMAT_VERSION,
-            "source_model": source_model,
-            "start": result.start,
-            "n": result.n,
-            "removed_layers": list(result.removed_layers),
-            "metric": metric,
-            "replacement": result.replacement,
-            "storage": storage,
-            "loads_with": _loads_with(storage, model.config.model_type, result.replacement),
-            "num_hidden_layers": model.config.num_hidden_layers,
-            "parameters": sum(p.numel() for p in result.model.parameters()),  # the fast form's, tied counted once
-            "training": None if train is None else {
-                "config": _jsonable(train_config),
-                "loss": train.loss,
-                "steps": train.steps,
-                "best_val_loss": train.best_val_loss,
-                "baseline_val_loss": train.baseline_val_loss,
-                "stopped_early": train.stopped_early,
-                "wall_time_s": train.wall_time,
-            },
-            "linear_fit": None if result.linear_fit is None else _jsonable(result.linear_fit),
-            "healing": None if healing is None else {
-                "method": "lora", "lora_parameters": healing.lora_parameters,
-                "best_val_loss": healing.train_result.best_val_loss,
-                "baseline_val_loss": healing.train_result.baseline_val_loss,
-                "steps": healing.train_result.steps, "wall_time_s": healing.train_result.wall_time,
-            },
-        }
-        (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        write_model_card(out, metadata)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(out, path)
-    return path
+    with _output_claim(path, overwrite, overwrite_non_export) as claim:
+        out = claim.new_folder()
+        try:
+            model = _write_checkpoint(result, tokenizer, out, storage)
+            train = result.train_result
+            metadata = {
+                "format_version": FORMAT_VERSION,
+                "source_model": source_model,
+                "start": result.start,
+                "n": result.n,
+                "removed_layers": list(result.removed_layers),
+                "metric": metric,
+                "replacement": result.replacement,
+                "storage": storage,
+                "loads_with": _loads_with(storage, model.config.model_type, result.replacement),
+                "num_hidden_layers": model.config.num_hidden_layers,
+                "parameters": sum(p.numel() for p in result.model.parameters()),  # the fast form's, tied once
+                "training": None if train is None else {
+                    "config": _jsonable(train_config),
+                    "loss": train.loss,
+                    "steps": train.steps,
+                    "best_val_loss": train.best_val_loss,
+                    "baseline_val_loss": train.baseline_val_loss,
+                    "stopped_early": train.stopped_early,
+                    "wall_time_s": train.wall_time,
+                },
+                "linear_fit": None if result.linear_fit is None else _jsonable(result.linear_fit),
+                "healing": None if healing is None else {
+                    "method": "lora", "lora_parameters": healing.lora_parameters,
+                    "best_val_loss": healing.train_result.best_val_loss,
+                    "baseline_val_loss": healing.train_result.baseline_val_loss,
+                    "steps": healing.train_result.steps, "wall_time_s": healing.train_result.wall_time,
+                },
+                "files": _manifest(out),
+            }
+            atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+            write_model_card(out, metadata)
+            claim.replace_with(out)
+        finally:
+            if out.exists():
+                shutil.rmtree(out, ignore_errors=True)
+    return Path(path)
+
+
+def _check_fields(file: Path, metadata: Any) -> None:
+    """Refuse a ``streamline.json`` that is not what :func:`save_pruned` writes, naming the file and the field."""
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{file} holds a JSON {type(metadata).__name__}, not the object save_pruned writes; "
+                         "the export is damaged: save it again")
+    for name, kinds in _FIELDS.items():
+        if name not in metadata:
+            raise ValueError(f"{file} has no {name!r}; the export is damaged or not ours: save it again")
+        value = metadata[name]
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+            raise ValueError(f"{file}: {name!r} is {value!r}, which is not what save_pruned writes; "
+                             "the export is damaged: save it again")
+    if metadata["replacement"] not in REPLACEMENTS or metadata["storage"] not in STORAGE_FORMATS:
+        raise ValueError(f"{file}: unknown replacement {metadata['replacement']!r} or storage "
+                         f"{metadata['storage']!r}; the export is damaged or from a newer version")
+    if not all(isinstance(i, int) and i >= 0 for i in metadata["removed_layers"]):
+        raise ValueError(f"{file}: removed_layers must be layer numbers, got {metadata['removed_layers']!r}")
+
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "format_version": (int,), "source_model": (str,), "start": (int, type(None)), "n": (int,),
+    "removed_layers": (list,), "metric": (str, type(None)), "replacement": (str,), "storage": (str,),
+    "loads_with": (str,), "num_hidden_layers": (int,), "parameters": (int,),
+}
+STORAGE_FORMATS = ("transformers", "transformers-zero-attention", "streamline-ffn")
 
 
 def read_metadata(path: str | os.PathLike) -> dict | None:
-    """The ``streamline.json`` of a saved pruned model, or ``None`` for any other folder."""
+    """The ``streamline.json`` of a saved pruned model, checked; ``None`` for any other folder."""
     file = Path(path) / METADATA_FILE
-    return json.loads(file.read_text()) if file.exists() else None
+    if not file.exists() and not file.is_symlink():
+        return None
+    refuse_symlink(file)
+    try:
+        metadata = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{file} is not valid JSON ({error}); the export is damaged: save it again") from None
+    _check_fields(file, metadata)
+    return metadata
+
+
+def verify_export(path: str | os.PathLike) -> None:
+    """Check every file of the export in ``path`` against the size and sha256 its manifest recorded.
+
+    A truncated or changed weights file is refused with one line instead of failing deep in
+    safetensors (or, worse, loading). Exports written before manifests existed are not checked.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    for name, recorded in (metadata or {}).get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing from the export; save it again")
+        actual = file_digest(file) if file.stat().st_size == recorded["size"] else {"size": file.stat().st_size}
+        if actual != recorded:
+            raise ValueError(f"{file} is truncated or changed since it was saved (size {actual['size']:,}, "
+                             f"recorded {recorded['size']:,}, or another sha256); save the export again")
 
 
 def record_evaluation(path: str | os.PathLike, evaluation: dict[str, Any]) -> bool:
@@ -251,14 +358,17 @@ def record_evaluation(path: str | os.PathLike, evaluation: dict[str, Any]) -> bo
     ``evaluation`` holds ``tasks`` (per task ``acc`` and ``items``), ``average`` (``acc``),
     ``accuracy_interval`` (its 95% interval), ``items``, ``perplexity``, ``perplexity_tokens``
     and ``dtype``, as ``streamline eval`` measures them. Returns whether the card was rewritten: a ``README.md``
-    the user wrote or edited is kept, and only ``streamline.json`` gets the numbers.
+    the user wrote or edited is kept, and only ``streamline.json`` gets the numbers. Both files are
+    written atomically and never through a symlink.
     """
     path = Path(path)
+    refuse_symlink(path)
     previous = read_metadata(path)
     if previous is None:
         raise FileNotFoundError(f"{path} has no {METADATA_FILE}: it was not saved by save_pruned")
+    refuse_symlink(path / CARD_FILE)  # before anything is written
     metadata = {**previous, "evaluation": evaluation}
-    (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(path / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     return write_model_card(path, metadata, previous) is not None
 
 
@@ -268,6 +378,7 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
     metadata = read_metadata(path)
     if metadata is None:
         raise FileNotFoundError(f"{path} has no {METADATA_FILE}: it was not saved by save_pruned")
+    verify_export(path)
     start = metadata["start"]
     if metadata["storage"] == "streamline-ffn":
         config = AutoConfig.from_pretrained(path)

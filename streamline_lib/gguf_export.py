@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +30,10 @@ import torch
 from gguf.vocab import BpeVocab, SpecialVocab
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from .export import check_output_folder, read_metadata
+from .export import gguf_file_name, read_metadata
+from .files import default_file_mode, refuse_symlink, remove_stale_temporaries, temporary_name
 
-__all__ = ["GGUF_DTYPES", "GGUFExport", "default_gguf_path", "export_gguf", "gguf_logits"]
+__all__ = ["GGUF_DTYPES", "GGUFExport", "default_gguf_path", "check_gguf_target", "export_gguf", "gguf_logits"]
 
 GGUF_DTYPES: dict[str, tuple[np.dtype, gguf.LlamaFileType]] = {
     "f16": (np.dtype(np.float16), gguf.LlamaFileType.MOSTLY_F16),
@@ -117,7 +117,40 @@ def _source_tokenizer_pre(source_model: str | None) -> str:
 
 def default_gguf_path(folder: str | os.PathLike, dtype: str) -> Path:
     """Where :func:`export_gguf` writes by default: ``<folder>/model-<dtype>.gguf``."""
-    return Path(folder) / f"model-{dtype}.gguf"
+    return Path(folder) / gguf_file_name(dtype)
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_target(out: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse a GGUF target that is a symlink or a folder, an existing file without ``overwrite``,
+    and, even with it, an existing file that is not a GGUF file (it is someone's, not an earlier export)."""
+    out = Path(out)
+    refuse_symlink(out)
+    if out.is_dir():
+        raise FileExistsError(f"{out} is a folder; give the GGUF file's path, e.g. {out / gguf_file_name('f16')}")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} exists; choose another file or pass --force (overwrite=True) to replace it")
+    with open(out, "rb") as existing:
+        if existing.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise FileExistsError(f"{out} is not a GGUF file, so it is not an earlier export; refusing to replace "
+                                  "it: choose another file")
+
+
+def _publish(partial: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished file in: replacing only with ``overwrite``, else only if nobody made ``out`` meanwhile."""
+    partial.chmod(default_file_mode())  # not the 0600 of a temporary: a llama.cpp server user must read it
+    if overwrite:
+        os.replace(partial, out)
+        return
+    try:
+        os.link(partial, out)  # fails if out exists: the check and the write are one step
+    except FileExistsError:
+        raise FileExistsError(f"{out} was written by another run meanwhile; choose another file or pass --force") \
+            from None
 
 
 def export_gguf(folder: str | os.PathLike, out: str | os.PathLike | None = None, dtype: str = "f16",
@@ -140,15 +173,15 @@ def export_gguf(folder: str | os.PathLike, out: str | os.PathLike | None = None,
     config = AutoConfig.from_pretrained(folder)
     _check_llama(config, folder)
     out = Path(out) if out is not None else default_gguf_path(folder, dtype)
-    check_output_folder(out, overwrite)
+    check_gguf_target(out, overwrite)
     weight_type, file_type = GGUF_DTYPES[dtype]
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     state = model.state_dict()
     if config.tie_word_embeddings:  # llama.cpp reuses token_embd when there is no output tensor
         state.pop("lm_head.weight", None)
-    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}-", delete=False) as tmp:
-        partial = Path(tmp.name)
+    remove_stale_temporaries(out.parent)  # a GGUF half-written by a killed run
+    partial = out.with_name(temporary_name(out.name))
     try:
         writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         source = metadata["source_model"] if metadata else None
@@ -172,7 +205,7 @@ def export_gguf(folder: str | os.PathLike, out: str | os.PathLike | None = None,
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(partial, out)
+        _publish(partial, out, overwrite)
     finally:
         partial.unlink(missing_ok=True)
     return GGUFExport(out, out.stat().st_size, len(state), dtype)

@@ -13,12 +13,25 @@ A ``README.md`` that is not the card this module made from the current ``streaml
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CARD_FILE", "model_card", "write_model_card"]
+from .files import atomic_write_text, refuse_symlink
+
+__all__ = ["CARD_FILE", "plain", "model_card", "write_model_card"]
 
 CARD_FILE = "README.md"
+
+
+def plain(value: Any) -> str:
+    """``value`` as Markdown text that shows as typed and can start no line, link, table cell or HTML tag.
+
+    Every field a card takes from ``streamline.json`` goes through this: the file may have been
+    edited, and a newline in ``source_model`` must not become a line of its own in the card.
+    """
+    text = str(value).encode("unicode_escape").decode("ascii")  # newlines and other controls as \\n ...
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~&])", r"\\\1", text)
 
 
 def _bundled_source(metadata: dict[str, Any]):
@@ -60,7 +73,7 @@ def _training(metadata: dict[str, Any]) -> list[str]:
     if (train := metadata.get("training")) is not None:
         config = train.get("config") or {}
         lines.append(
-            f"- replacement training: loss {config.get('loss', '?')}, {train['steps']:,} steps, "
+            f"- replacement training: loss {plain(config.get('loss', '?'))}, {train['steps']:,} steps, "
             f"{train['wall_time_s'] / 60:.1f} min; best validation loss {train['best_val_loss']:.4g} "
             f"(plain removal: {train['baseline_val_loss']:.4g})")
     if (fit := metadata.get("linear_fit")) is not None:
@@ -80,11 +93,11 @@ def _evaluation(metadata: dict[str, Any]) -> list[str]:
         return ["Not evaluated yet: `streamline eval --model <this folder>` measures zero-shot accuracy and "
                 "perplexity and adds them here."]
     lines = ["| task | accuracy | items |", "|---|---|---|"]
-    lines += [f"| {task} | {row['acc']:.4f} | {row['items']:,} |" for task, row in result["tasks"].items()]
+    lines += [f"| {plain(task)} | {row['acc']:.4f} | {row['items']:,} |" for task, row in result["tasks"].items()]
     low, high = result["accuracy_interval"]
     lines.append(f"| **average** | **{result['average']['acc']:.4f}** [{low:.4f}, {high:.4f}] | {result['items']:,} |")
     lines += ["", f"Held-out Wikipedia perplexity: {result['perplexity']:.2f} ({result['perplexity_tokens']:,} tokens). "
-              f"Measured with streamline_lib in {result['dtype']}, zero-shot; the average's 95% interval (in brackets) "
+              f"Measured with streamline_lib in {plain(result['dtype'])}, zero-shot; the average's 95% interval (in brackets) "
               "is a bootstrap over the items."]
     return lines
 
@@ -92,7 +105,7 @@ def _evaluation(metadata: dict[str, Any]) -> list[str]:
 def model_card(metadata: dict[str, Any]) -> str:
     """The card's text for an export whose ``streamline.json`` is ``metadata``."""
     source = _bundled_source(metadata)
-    source_name = source.hub_id if source is not None else metadata["source_model"]
+    source_name = plain(source.hub_id if source is not None else metadata["source_model"])
     loads_with = metadata.get("loads_with", "")
     if loads_with.startswith("transformers"):
         code = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -104,12 +117,12 @@ def model_card(metadata: dict[str, Any]) -> str:
     sections = [
         _yaml_header(metadata), "",
         f"# {source_name}, layer-pruned ({metadata['n']} of its layers removed)", "",
-        f"A pruned copy of `{source_name}` made with streamline_lib (the streamline-book library). "
+        f"A pruned copy of {source_name} made with streamline_lib (the streamline-book library). "
         f"Removed: {_what_was_removed(metadata)}. "
-        f"Chosen by: {metadata['metric'] or 'given by hand'}. The model has {metadata['num_hidden_layers']} "
+        f"Chosen by: {plain(metadata['metric'] or 'given by hand')}. The model has {metadata['num_hidden_layers']} "
         f"decoder layers and {metadata['parameters']:,} parameters.", "",
         "## How it was made", "", *_training(metadata), "",
-        "## How to load it", "", loads_with + ".", "", "```python", code, "```", "",
+        "## How to load it", "", plain(loads_with) + ".", "", "```python", code, "```", "",
         "## Evaluation", "", *_evaluation(metadata), "",
         "## Limitations", "",
         "Layer pruning removes knowledge as well as computation: check the model on your own task before you use "
@@ -127,7 +140,8 @@ def write_model_card(path: str | os.PathLike, metadata: dict[str, Any], previous
     longer exactly ``model_card(previous)`` was written or edited by someone, and is kept.
     """
     card = Path(path) / CARD_FILE
+    refuse_symlink(card)  # a card linked elsewhere (~/.profile ...) is never written through
     if card.exists() and (previous is None or card.read_text(encoding="utf-8") != model_card(previous)):
         return None
-    card.write_text(model_card(metadata), encoding="utf-8")
+    atomic_write_text(card, model_card(metadata))
     return card

@@ -167,8 +167,10 @@ def test_existing_folder_is_not_overwritten(tiny, tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="overwrite"):
         save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny")
+    with pytest.raises(FileExistsError, match="not an export"):  # overwrite replaces only an earlier export
+        save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny", overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
-    save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny", overwrite=True)
+    save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny", overwrite=True, overwrite_non_export=True)
     assert not (out / "notes.txt").exists() and (out / METADATA_FILE).exists()
 
 
