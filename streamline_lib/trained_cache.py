@@ -4,8 +4,10 @@ A trained module (a replacement, LoRA matrices) is stored as ``<hash>.safetensor
 beside its training record ``<hash>.json`` (:mod:`streamline_lib.results_cache`),
 both named by a hash of a key holding everything that decides the weights: the
 starting model's fingerprint, the training tokens, every training setting, the torch
-version and whatever the caller adds. The record is written last, so a record implies
-its weights.
+version and whatever the caller adds. Both are written atomically and the record last,
+so a record implies its weights; it holds their size and sha256
+(:func:`files.file_digest`), and weights that do not match it (truncated, damaged,
+replaced) are ignored with a warning and trained again.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .assets import cache_dir
+from .cache_entry import digest_problem
+from .files import atomic_write_bytes, file_digest
 from .results_cache import fingerprint, load_result, model_fingerprint, results_dir, store_result
 from .training import TrainConfig, TrainResult
 
@@ -42,18 +47,37 @@ def training_key(kind: str, model: nn.Module, sequences: torch.Tensor, config: T
             "shape": list(sequences.shape), "config": settings, "torch": torch.__version__}
 
 
+def _weights_path(folder: Path, key: dict[str, Any]) -> Path:
+    return folder / f"{fingerprint(key)}.safetensors"
+
+
+def _record_from_json(data: dict[str, Any]) -> tuple[TrainResult, dict[str, Any]]:
+    """The training record and the digest of its weights file."""
+    return TrainResult.from_json(data["training"]), data["weights"]
+
+
 def load_trained(folder: Path, key: dict[str, Any],
                  apply_weights: Callable[[dict[str, torch.Tensor]], Any]) -> TrainResult | None:
-    """Hand the cached weights to ``apply_weights`` and return the cached record, or None on a miss."""
-    weights = folder / f"{fingerprint(key)}.safetensors"
-    record = load_result(folder, key, TrainResult.from_json)
-    if record is None or not weights.exists():
+    """Hand the cached weights to ``apply_weights`` and return the cached record, or None on a miss.
+
+    Weights that do not match the size and sha256 in their record are a miss, with a warning.
+    """
+    stored = load_result(folder, key, _record_from_json)
+    if stored is None:
+        return None
+    record, digest = stored
+    weights = _weights_path(folder, key)
+    problem = digest_problem(weights, digest)
+    if problem is not None:
+        warnings.warn(f"ignoring the cached trained weights {weights}: {problem}; training them again",
+                      RuntimeWarning, stacklevel=2)
         return None
     apply_weights(load_file(weights))
     return record
 
 
 def store_trained(folder: Path, key: dict[str, Any], weights: dict[str, torch.Tensor], trained: TrainResult) -> None:
-    """Keep ``weights`` and their training record under ``key``."""
-    save_file({k: v.contiguous() for k, v in weights.items()}, folder / f"{fingerprint(key)}.safetensors")
-    store_result(folder, key, dataclasses.asdict(trained))  # written last: a record implies its weights
+    """Keep ``weights`` and their training record (with the weights' size and sha256) under ``key``."""
+    path = atomic_write_bytes(_weights_path(folder, key), save({k: v.contiguous() for k, v in weights.items()}))
+    # written last: a record implies its weights
+    store_result(folder, key, {"training": dataclasses.asdict(trained), "weights": file_digest(path)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streamline_lib import files
 from streamline_lib.claims import (NOT_RUN, ClaimVerdict, ledger, ledger_by_model, load_chapter_results,
                                     save_chapter_results)
 
@@ -20,6 +21,26 @@ def test_round_trip_in_claim_order(tmp_path):
     assert table.set_index("claim")["verdict"].to_dict() == {
         "C1": "holds", "C5": "holds", "C6": "partly", "C12": "does not hold"}
     assert load_chapter_results(tmp_path)["06_sparsity"]["numbers"] == {"retained": 0.9}
+
+
+def test_saving_is_atomic_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = save_chapter_results(tmp_path, "06_sparsity", [verdict("C6")], {"retained": 0.9})
+    before = path.read_text()
+
+    def crash_before_the_rename(source, target):
+        raise OSError("killed")
+
+    monkeypatch.setattr(files.os, "replace", crash_before_the_rename)
+    with pytest.raises(OSError, match="killed"):
+        save_chapter_results(tmp_path, "06_sparsity", [verdict("C6", "partly")], {"retained": 0.5})
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["06_sparsity.json"], "no temporary left behind"
+
+
+def test_a_temporary_beside_the_results_is_not_read_as_a_chapter(tmp_path):
+    save_chapter_results(tmp_path, "06_sparsity", [verdict("C6")], {})
+    (tmp_path / f"{files.temporary_name('02_redundancy.json')}").write_text('{"chapter": "02_redun')
+    assert list(load_chapter_results(tmp_path)) == ["06_sparsity"]
 
 
 def test_empty_folder_gives_an_empty_ledger(tmp_path):

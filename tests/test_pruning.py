@@ -124,6 +124,36 @@ def test_cached_training_returns_the_same_replacement_and_retrains_on_any_change
     assert len(trained) == 4  # progress bars do not change the weights
 
 
+def _truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_bit_at_the_end(path) -> None:  # in the last weight's bytes, not the header: still loads
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_bit_at_the_end])
+def test_damaged_cached_weights_are_trained_again(tmp_path, monkeypatch, damage):
+    import streamline_lib.pruning as pruning
+
+    dense, tokens, config = tiny_llama(), random_tokens(), TrainConfig(**FAST)
+    trained = []
+    monkeypatch.setattr(pruning, "train_replacement",
+                        lambda *a, **k: trained.append(1) or train_replacement(*a, **k))
+    first = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    (weights,) = tmp_path.glob("*.safetensors")
+    damage(weights)
+    with pytest.warns(RuntimeWarning, match=r"ignoring the cached trained weights .*safetensors: .*; training them again"):
+        again = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    assert len(trained) == 2, "trained again"
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(tokens[:2]).logits, first.model(tokens[:2]).logits, rtol=0, atol=0)
+    prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    assert len(trained) == 2, "the rewritten entry verifies"
+
+
 def test_prune_with_lm_loss():
     dense = tiny_llama()
     result = prune(dense, 2, 3, "layer", counting_tokens(), TrainConfig(**{**FAST, "loss": "lm"}))

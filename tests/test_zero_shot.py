@@ -27,6 +27,7 @@ from transformers import (
 
 from streamline_lib import results_cache, zero_shot
 from streamline_lib.benchmarks import MultipleChoiceItem
+from streamline_lib.files import TEMPORARY_PREFIX
 from streamline_lib.zero_shot import (
     ItemResult,
     TaskResult,
@@ -438,7 +439,32 @@ def test_corrupt_cache_file_is_ignored_and_rewritten(model, tokenizer, toy_tasks
             again = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False)
         assert again.tasks["toy"] == first.tasks["toy"]
         assert json.loads(path.read_text()) == stored
-    assert not list(tmp_path.glob(".tmp-*")), "no temporary files left behind"
+    assert not list(tmp_path.glob(f"{TEMPORARY_PREFIX}*")), "no temporary files left behind"
+
+
+def _empty_the_items(result: dict) -> None:
+    result["items"] = []
+
+
+def _make_a_wrong_option_win(result: dict) -> None:
+    item = next(item for item in result["items"] if item["gold"] != 0)
+    item["logliks"][0] = 0.0  # the best possible log-likelihood, for a wrong option
+
+
+@pytest.mark.parametrize("edit", [_empty_the_items, _make_a_wrong_option_win])
+def test_an_edited_cache_entry_is_recomputed(model, tokenizer, toy_tasks, tmp_path, edit):
+    first = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False)
+    (path,) = tmp_path.glob("*.json")
+    stored = json.loads(path.read_text())
+    edited = copy.deepcopy(stored)
+    edit(edited["result"])
+    path.write_text(json.dumps(edited, indent=1))
+    calls = _count_forward_calls(model)
+    with pytest.warns(RuntimeWarning, match="does not match the sha256 stored with it") as caught:
+        again = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False)
+    assert len(caught) == 1 and calls[0] > 0, "recomputed, with one warning"
+    assert again.tasks["toy"] == first.tasks["toy"]
+    assert json.loads(path.read_text()) == stored
 
 
 def test_model_fingerprint_sees_weights_buffers_dtype_and_config(model):
