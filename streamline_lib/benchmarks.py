@@ -56,6 +56,7 @@ __all__ = [
     "Limit",
     "chance_level",
     "task_limit",
+    "check_limit",
     "load_task",
     "load_tasks",
     "preprocess_hellaswag",
@@ -247,6 +248,16 @@ def task_limit(limit: Limit, name: str) -> int | None:
     return limit.get(name) if isinstance(limit, Mapping) else limit
 
 
+def check_limit(limit: Limit) -> None:
+    """Refuse a per-task ``limit`` naming a task that does not exist, which would otherwise be ignored."""
+    if not isinstance(limit, Mapping):
+        return
+    unknown = [name for name in limit if name not in TASKS]
+    if unknown:
+        raise ValueError(f"limit names unknown task(s) {', '.join(map(repr, unknown))}; "
+                         f"the known tasks are: {', '.join(TASKS)}")
+
+
 def chance_level(items: Iterable[MultipleChoiceItem]) -> float:
     """Expected accuracy of guessing uniformly: the mean of 1 / number of options."""
     shares = [1 / len(item.choices) for item in items]
@@ -300,7 +311,7 @@ def load_tasks(names: Iterable[str] | None = None, limit: Limit = None,
     """:func:`load_task` for several tasks (default: all eight), checking every name first.
 
     ``limit`` is one limit for every task or a mapping from task name to its limit
-    (e.g. :data:`EVAL_SET`; a task it does not name gets every item).
+    (e.g. :data:`EVAL_SET`; a task it does not name gets every item, a name that is no task is refused).
     """
     if names is None:
         names = list(TASKS)
@@ -310,4 +321,5 @@ def load_tasks(names: Iterable[str] | None = None, limit: Limit = None,
         names = list(names)
     for name in names:
         _spec(name)
+    check_limit(limit)
     return {name: load_task(name, task_limit(limit, name), seed) for name in names}

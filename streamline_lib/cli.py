@@ -82,8 +82,11 @@ def _check_prune_args(args: argparse.Namespace) -> None:
 
 def _prune(args: argparse.Namespace) -> dict:
     from .export import claim_export_folder
+    from .models import check_device, check_model_source
 
     _check_prune_args(args)
+    check_device(args.device)
+    check_model_source(args.model)
     with claim_export_folder(args.out, args.force, args.force_non_export,
                              fix="pass --force to replace an earlier export"):  # before loading and training
         return _load_and_prune(args)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .progress import progress_bar
+from .text_data import check_token_ids
 from .zero_shot import (
     ItemResult,
     TaskResult,
@@ -44,6 +45,7 @@ def perplexity(model: nn.Module, sequences: torch.Tensor, batch_size: int = 8, p
     """
     if sequences.ndim != 2 or sequences.shape[1] < 2:
         raise ValueError(f"sequences must have shape (num_seqs, seq_len >= 2), got {tuple(sequences.shape)}")
+    check_token_ids(model, sequences)
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
     for batch in progress_bar(sequences.split(batch_size), "perplexity", enabled=progress):

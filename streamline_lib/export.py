@@ -55,6 +55,7 @@ from .model_card import CARD_FILE, write_model_card
 from .output_folder import claim_output
 from .pruning import LayerSetPruneResult, PruneResult
 from .replacement import NO_MODULE, REPLACEMENTS, ResidualFFN, is_llama_style, make_ffn_like
+from .training import check_finite_weights
 
 __all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "STORAGE_FORMATS", "ZeroAttentionForm", "zero_attention_form",
            "gguf_file_name", "export_files", "claim_export_folder", "save_pruned", "read_metadata", "verify_export",
@@ -198,13 +199,6 @@ def _manifest(folder: Path) -> dict[str, dict[str, int | str]]:
             if entry.is_file() and entry.name not in (METADATA_FILE, CARD_FILE)}
 
 
-def _check_finite(model: torch.nn.Module) -> None:
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise ValueError(f"the model holds NaN or infinite weights ({', '.join(bad[:3])}); refusing to save it: "
-                         "its training diverged, so train again with a lower learning rate")
-
-
 def _write_checkpoint(result: PruneResult | LayerSetPruneResult, tokenizer: PreTrainedTokenizerBase,
                       out: Path, storage: str) -> PreTrainedModel:
     """The model's weights and config and the tokenizer's files in ``out``; returns the model as stored."""
@@ -247,7 +241,8 @@ def save_pruned(
     (:mod:`streamline_lib.output_folder`). The same inputs give the same weight files, bit
     for bit.
     """
-    _check_finite(result.model)
+    check_finite_weights(dict(result.model.named_parameters()), "the pruned model",
+                         "refusing to save it: train it again with a lower learning rate")
     storage = _storage_format(result)
     with _output_claim(path, overwrite, overwrite_non_export) as claim:
         out = claim.new_folder()

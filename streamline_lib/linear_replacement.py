@@ -36,6 +36,8 @@ from torch import nn
 
 from .hidden_states import iter_hidden_states
 from .layers import _check_block, get_layers
+from .text_data import check_token_ids
+from .training import check_finite_weights
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -112,6 +114,7 @@ def fit_linear_map(
         raise ValueError(f"skip_tokens={skip_tokens} must leave at least one of the {sequences.shape[-1]} positions")
     if ridge < 0:
         raise ValueError(f"ridge={ridge} must be >= 0")
+    check_token_ids(model, sequences)
     began = time.perf_counter()
     projection = _mlp_output(model, get_layers(model)[start - 1])
     captured: list[torch.Tensor] = []
@@ -137,6 +140,9 @@ def fit_linear_map(
         handle.remove()
     regularised = mtm + ridge * mtm.diagonal().mean() * torch.eye(d, dtype=torch.float64)
     t = torch.linalg.solve(regularised, mty)
+    check_finite_weights({"T": t}, "the least-squares map (ReplaceMe)",
+                         "its hidden states or the solve overflowed: check the model's weights and the sequences, "
+                         "raise ridge, or use a float32 model")
     # ||M T - Y||^2 from the accumulated products, without a second pass over the tokens.
     fitted = float((t * (mtm @ t)).sum() - 2 * (t * mty).sum()) + yty
     elements = tokens * d

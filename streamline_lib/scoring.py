@@ -52,6 +52,7 @@ from .hidden_states import iter_hidden_states
 from .layers import _check_block, _layers_owner, get_layers, num_layers, remove_layer_set
 from .progress import progress_bar
 from .results_cache import fingerprint, load_result, model_fingerprint, results_dir, store_result
+from .text_data import check_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METRICS",
     "HIGHER_IS_BETTER",
+    "MIN_SEQ_LEN",
     "HiddenStateStats",
     "BlockScores",
     "collect_stats",
@@ -84,6 +86,15 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 """metric -> whether a higher score marks a better block to remove."""
 METRICS: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
+MIN_SEQ_LEN = 2
+"""The shortest calibration sequence every metric can score.
+
+``ppl`` needs 2 tokens to predict one. The hidden-state metrics skip no position
+(``cosine``, ``euclidean``, ``dot`` and ``bi`` average every token, ``angular`` reads the
+last), but in a 1-token sequence the only token is at position 0, which attends to
+nothing but itself: its states show how a block maps isolated tokens, not text, and the
+last token ``angular`` wants, the one that has read the sequence, is that same token.
+"""
 _STATS_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "ppl")
 
 # Pairwise metrics: the HiddenStateStats field holding the sum, and the count it is averaged over.
@@ -99,6 +110,17 @@ def _check_metric(metric: str, allowed: tuple[str, ...]) -> None:
     if metric not in allowed:
         extra = " (ppl needs the model: use perplexity_scores or score_blocks)" if metric == "ppl" else ""
         raise ValueError(f"unknown metric {metric!r}{extra}; choose one of: {', '.join(allowed)}")
+
+
+def _check_calibration(model: PreTrainedModel, sequences: torch.Tensor) -> None:
+    """Refuse calibration ``sequences`` no metric can score: too short (:data:`MIN_SEQ_LEN`) or out of vocabulary."""
+    if sequences.ndim != 2 or len(sequences) == 0 or sequences.shape[1] < MIN_SEQ_LEN:
+        raise ValueError(
+            f"calibration sequences of shape {tuple(sequences.shape)} cannot be scored: every metric needs shape "
+            f"(num_seqs >= 1, seq_len >= {MIN_SEQ_LEN}), as a 1-token sequence predicts nothing and its one token "
+            "attends only to itself; use longer windows, e.g. token_sequences(..., seq_len=256)"
+        )
+    check_token_ids(model, sequences)
 
 
 def _check_n(n: int, total: int) -> None:
@@ -163,8 +185,7 @@ def collect_stats(
     model's dtype) and, for each block length ``n``, compared for all starts at once.
     Peak memory is about twice the float32 stack ``(L+1) x batch_size x seq_len x hidden``.
     """
-    if sequences.ndim != 2 or sequences.numel() == 0:
-        raise ValueError(f"sequences must have shape (num_seqs >= 1, seq_len >= 1), got {tuple(sequences.shape)}")
+    _check_calibration(model, sequences)
     size = num_layers(model) + 1
     sums = {name: torch.zeros(size, size, dtype=torch.float64) for name in
             ("cosine_sum", "distance_sum", "dot_sum", "last_angular_sum")}
@@ -302,6 +323,7 @@ def perplexity_scores(
     """
     total = num_layers(model)
     _check_n(n, total)
+    _check_calibration(model, sequences)
     scores = []
     for start in progress_bar(range(total - n + 1), f"perplexity without {n} layers", enabled=progress):
         with block_removed(model, start, n):
@@ -345,6 +367,7 @@ def sleb_layers(
     """
     total = num_layers(model)
     _check_n(n, total)
+    _check_calibration(model, sequences)
     if cache is not False:
         folder = results_dir(None if cache is True else cache)
         key = {"kind": "sleb", "model": model_fingerprint(model), "tokens": fingerprint(sequences.tolist()),

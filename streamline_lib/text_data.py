@@ -28,6 +28,7 @@ import torch
 from streamline_lib import assets
 
 if TYPE_CHECKING:
+    from torch import nn
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "available_sequences",
     "token_sequences",
     "token_sequences_from_text",
+    "check_token_ids",
 ]
 
 _PACKAGE = "exllamav2"
@@ -292,3 +294,21 @@ def token_sequences_from_text(
         )
     _check_seq_len(seq_len, max_length)
     return _windows(_token_stream(tokenizer, texts), seq_len, num_seqs, seed, "the given text")
+
+
+def check_token_ids(model: nn.Module, sequences: torch.Tensor) -> None:
+    """Refuse token ids outside ``model``'s vocabulary (negative, or not below its embedding's rows).
+
+    Without this an id out of range fails deep inside torch's embedding lookup (an
+    IndexError on the CPU, a device assert on a GPU). One min/max over the ids.
+    """
+    if sequences.numel() == 0:
+        return
+    vocabulary = model.get_input_embeddings().num_embeddings
+    low, high = (int(value) for value in torch.aminmax(sequences))
+    if low < 0 or high >= vocabulary:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"token id {bad} is outside the model's vocabulary of {vocabulary} ids (0 .. {vocabulary - 1}); "
+            "make the sequences with this model's own tokenizer"
+        )

@@ -33,7 +33,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,11 +46,13 @@ from .hidden_states import iter_hidden_states
 from .layers import get_layers, num_layers
 from .progress import progress_bar
 from .results_cache import model_fingerprint
+from .text_data import check_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["LOSSES", "LMObjective", "TrainConfig", "TrainResult", "learning_rate", "train_module", "train_replacement"]
+__all__ = ["LOSSES", "LMObjective", "TrainConfig", "TrainResult", "learning_rate", "check_finite_weights",
+           "train_module", "train_replacement"]
 
 LOSSES: tuple[str, ...] = ("mse", "lm")
 
@@ -461,6 +463,17 @@ def _fit(replacement: nn.Module, objective: _Objective, config: TrainConfig, gen
                 steps=len(train_losses), stopped_early=stopped_early)
 
 
+def check_finite_weights(weights: Mapping[str, torch.Tensor], what: str, fix: str) -> None:
+    """Refuse ``weights`` holding NaN or infinities: a fit that diverged, whose model would score garbage.
+
+    ``what`` names the weights in the message and ``fix`` says what to change; one pass over each tensor.
+    """
+    bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"{what} holds NaN or infinite values (in {', '.join(bad[:3])}{more}); {fix}")
+
+
 def train_replacement(
     pruned: PreTrainedModel,
     start: int,
@@ -519,8 +532,11 @@ def train_module(
     once training ends); its baseline (the untrained model's validation loss) is measured;
     then only ``module``'s parameters are fitted (:func:`_fit`), in float32 when
     ``in_float32`` (cast back to their dtype afterwards), every other parameter frozen and
-    its ``requires_grad`` restored after. Returns the curves, the baseline and the wall time.
+    its ``requires_grad`` restored after. Token ids outside ``model``'s vocabulary are refused
+    before anything runs, and weights that end up NaN or infinite (training diverged) after it.
+    Returns the curves, the baseline and the wall time.
     """
+    check_token_ids(model, sequences)
     began = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     train_seqs, val_seqs = _split(sequences, config.val_fraction, generator)
@@ -535,5 +551,8 @@ def train_module(
             stack.callback(module.to, dtype)
         stack.enter_context(_only_trainable(model, module))
         fitted = _fit(module, objective, config, generator)
+    check_finite_weights(module.state_dict(), f"the trained {type(module).__name__}",
+                         f"training diverged: lower the learning rate (TrainConfig.lr={config.lr}) or check the "
+                         "training sequences")
     return TrainResult(loss=config.loss, baseline_val_loss=baseline, pairs_on_disk=objective.pairs_on_disk,
                        wall_time=time.perf_counter() - began, **fitted)

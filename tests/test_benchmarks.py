@@ -93,6 +93,11 @@ def test_bad_limit(limit):
         load_tasks(["piqa"], limit=limit, seed=1)
 
 
+def test_limit_naming_an_unknown_task_is_refused_before_loading():
+    with pytest.raises(ValueError, match=r"limit names unknown task\(s\) 'arc_eays'; the known tasks are: arc_easy"):
+        load_tasks(["rte"], limit={"rte": 3, "arc_eays": 5})
+
+
 # --- on the real data ---------------------------------------------------------------
 
 @integration

@@ -91,3 +91,12 @@ def test_fold_changes_only_the_projection():
     assert changed == {"model.layers.1.mlp.down_proj.weight"}
     projection = get_layers(pruned)[1].mlp.down_proj.weight
     torch.testing.assert_close(projection, 2 * get_layers(dense)[1].mlp.down_proj.weight)
+
+
+def test_a_map_with_nan_or_infinities_is_refused():
+    """An infinite weight inside the block makes the states it fits on infinite, and so the map."""
+    dense = tiny_llama()
+    with torch.no_grad():
+        get_layers(dense)[3].mlp.down_proj.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"the least-squares map \(ReplaceMe\) holds NaN or infinite values \(in T\)"):
+        fit_linear_map(dense, 2, 2, random_tokens(8, 8), progress=False)

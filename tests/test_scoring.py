@@ -269,3 +269,16 @@ def test_sleb_removes_greedily_by_calibration_perplexity(model, seqs, tmp_path, 
         result.first(4)
     with pytest.raises(ValueError, match="1 <= n <= 4"):
         sleb_layers(model, seqs, LAYERS)
+
+
+@pytest.mark.parametrize("score", [
+    lambda model, seqs: collect_stats(model, seqs, progress=False),
+    lambda model, seqs: score_blocks(model, seqs, 2, "cosine", progress=False),
+    lambda model, seqs: score_blocks(model, seqs, 2, "angular", progress=False),
+    lambda model, seqs: score_blocks(model, seqs, 2, "ppl", progress=False),
+    lambda model, seqs: sleb_layers(model, seqs, 1, progress=False),
+], ids=["collect_stats", "cosine", "angular", "ppl", "sleb"])
+def test_one_token_calibration_sequences_are_refused_by_every_metric(model, score):
+    """A 1-token sequence predicts nothing and its one token attends only to itself: no metric can use it."""
+    with pytest.raises(ValueError, match=r"calibration sequences of shape \(3, 1\) cannot be scored.*seq_len >= 2"):
+        score(model, token_ids(3, 1))

@@ -1,4 +1,5 @@
-"""Tests of the bundled text corpora, their non-overlapping splits and the token windows."""
+"""Tests of the bundled text corpora, their non-overlapping splits, the token windows, and the check of
+token ids against a model's vocabulary."""
 
 from __future__ import annotations
 
@@ -6,18 +7,25 @@ from collections import Counter
 
 import pytest
 import torch
+from test_training import FAST, VOCAB, random_tokens, tiny_llama
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from streamline_lib.evaluation import perplexity
+from streamline_lib.healing import heal_with_lora
+from streamline_lib.pruning import prune
+from streamline_lib.scoring import collect_stats
 from streamline_lib.text_data import (
     CORPORA,
     SPLITS,
     available_sequences,
+    check_token_ids,
     documents,
     split_documents,
     token_sequences,
     token_sequences_from_text,
 )
+from streamline_lib.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +191,19 @@ def test_corpus_cache_is_per_tokenizer(tokenizer):
     mine = token_sequences(tokenizer, "wiki", "heldout", num_seqs=None, seq_len=64)
     theirs = token_sequences(other, "wiki", "heldout", num_seqs=None, seq_len=64)
     assert mine.shape != theirs.shape
+
+
+@pytest.mark.parametrize("bad_id", [-1, VOCAB])
+@pytest.mark.parametrize("use", [
+    check_token_ids,
+    lambda model, seqs: collect_stats(model, seqs, progress=False),
+    lambda model, seqs: perplexity(model, seqs, progress=False),
+    lambda model, seqs: prune(model, 2, 2, "ffn", seqs, TrainConfig(**FAST)),
+    lambda model, seqs: prune(model, 2, 2, "linear", seqs, TrainConfig(**FAST)),
+    lambda model, seqs: heal_with_lora(model, seqs, TrainConfig(**{**FAST, "loss": "lm"})),
+], ids=["check", "scoring", "perplexity", "training", "linear_map", "healing"])
+def test_token_ids_outside_the_vocabulary_are_refused_wherever_sequences_enter(use, bad_id):
+    sequences = random_tokens(8, 8)
+    sequences[3, 5] = bad_id
+    with pytest.raises(ValueError, match=rf"token id {bad_id} is outside the model's vocabulary of {VOCAB} ids"):
+        use(tiny_llama(), sequences)

@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from streamline_lib.layers import get_layers, replace_block
 from streamline_lib.replacement import make_replacement
-from streamline_lib.training import TrainConfig, TrainResult, learning_rate, train_replacement
+from streamline_lib.training import TrainConfig, TrainResult, learning_rate, train_module, train_replacement
 
 VOCAB = 64
 START, N = 2, 3
@@ -217,3 +217,32 @@ def test_training_errors_name_the_fix(dense):
     with pytest.raises(ValueError, match="no parameters to train"):
         replace_block(pruned, START, 1, nn.Identity())
         train_replacement(pruned, START, random_tokens(), TrainConfig(progress=False), dense=dense)
+
+
+class DivergingObjective:
+    """Every step drives ``module``'s weights to NaN, and validation "improves" every time, so they are kept."""
+
+    pairs_on_disk = False
+    num_train = 8
+
+    def __init__(self, module: nn.Linear) -> None:
+        self.module, self.validations = module, 0
+
+    def train_loss(self, indices: torch.Tensor) -> torch.Tensor:
+        return (self.module.weight * math.inf).sum()  # infinite gradients: clipping turns them into NaN
+
+    def val_loss(self) -> float:
+        self.validations += 1
+        return 1 / self.validations
+
+    def baseline(self) -> float:
+        return 1.0
+
+
+def test_training_that_ends_with_non_finite_weights_is_refused():
+    model = tiny_llama()
+    module = get_layers(model)[START].mlp.down_proj
+    config = TrainConfig(**FAST)
+    with pytest.raises(ValueError, match=r"the trained Linear holds NaN or infinite values \(in weight\); training "
+                                         r"diverged: lower the learning rate \(TrainConfig.lr=0.01\)"):
+        train_module(model, module, random_tokens(), config, lambda train, val, stack: DivergingObjective(module))
