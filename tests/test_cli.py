@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from streamline_lib.cli import main
@@ -38,6 +39,28 @@ def error_line(capsys, argv: list[str]) -> str:
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith(f"streamline {argv[0]}: error: "), captured.err
     return last
+
+
+@pytest.mark.parametrize("flags,problem", [
+    (["--train-corpus", "wikii", "--replacement", "ffn"], "invalid choice: 'wikii'"),
+    (["--calib", "nope"], "invalid choice: 'nope'"),
+    (["--replacement", "ffn", "--train-tokens", "100", "--seq-len", "256"], "less than one sequence"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    pytest.param(["--device", "cuda"], "device 'cuda' is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    (["--model", "./no-such-folder"], "no such folder"),
+])
+def test_prune_refuses_bad_flags_before_loading_anything(capsys, tmp_path, flags, problem):
+    line = error_line(capsys, ["prune", "--layers", "2", "--out", str(tmp_path / "out"), *flags])
+    assert problem in line
+    assert not (tmp_path / "out").exists()  # refused before the output folder was claimed
+
+
+def test_a_folder_that_is_not_a_model_is_one_line(capsys, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    line = error_line(capsys, ["eval", "--model", str(tmp_path / "notes"), "--limit", "1"])
+    assert "not a model folder" in line
 
 
 def test_unknown_model_is_one_line(capsys):

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from streamline_lib.export import read_metadata, save_pruned
+from streamline_lib.files import default_file_mode
 from streamline_lib.gguf_export import export_gguf, gguf_logits
 from streamline_lib.models import bundled_model_dir
 from streamline_lib.pruning import prune
@@ -64,12 +65,26 @@ def test_float16_gguf_is_half_the_size_and_close(export):
 
 
 @pytest.mark.integration
+def test_a_gguf_file_is_readable_like_the_rest_and_replaced_only_with_overwrite(export):
+    folder, _, _ = export
+    written = export_gguf(folder, dtype="f32").path
+    assert written.stat().st_mode & 0o777 == default_file_mode() == (folder / "config.json").stat().st_mode & 0o777
+    first = written.read_bytes()
+    with pytest.raises(FileExistsError, match="exists"):
+        export_gguf(folder, dtype="f32")
+    assert export_gguf(folder, dtype="f32", overwrite=True).path.read_bytes() == first  # deterministic, too
+    assert not [p for p in folder.iterdir() if p.name.startswith(".streamline-tmp-")]
+
+
+@pytest.mark.integration
 def test_an_existing_file_is_kept(export):
     folder, _, _ = export
     mine = folder / "mine.gguf"
     mine.write_text("my file")
     with pytest.raises(FileExistsError, match="overwrite"):
         export_gguf(folder, out=mine)
+    with pytest.raises(FileExistsError, match="not a GGUF file"):  # --force replaces only a GGUF file
+        export_gguf(folder, out=mine, overwrite=True)
     assert mine.read_text() == "my file"
     with pytest.raises(ValueError, match="f16, f32"):
         export_gguf(folder, dtype="q4")

@@ -96,6 +96,30 @@ def test_force_does_not_replace_a_folder_that_is_not_an_export(capsys, tmp_path)
     assert "not an export" in line and (tmp_path / "photos" / "a.jpg").exists()
 
 
+def test_eval_of_a_bundled_name_never_writes_into_a_folder_of_that_name(tiny, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """`eval --model smollm2-135m` beside an export ./smollm2-135m evaluated the dense model into that export."""
+    model, tokenizer = tiny
+    export = save_pruned(_pruned(model, "none"), tokenizer, tmp_path / "smollm2-135m", source_model="tiny")
+    before = _snapshot(export)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()  # the save's progress bar
+    line = _error(capsys, ["eval", "--model", "smollm2-135m", "--limit", "1", "--tasks", "piqa"])
+    assert "./smollm2-135m" in line
+    assert _snapshot(export) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_a_read_only_output_folder_is_refused_before_loading(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        line = _error(capsys, ["prune", "--layers", "2", "--out", str(locked / "exp")])
+        assert "permission denied" in line
+    finally:
+        locked.chmod(0o755)
+
+
 # symlinks and the card ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("link_target", ["missing-file", "profile"])
