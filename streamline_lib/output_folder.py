@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ __all__ = ["CLAIM_FILE", "OutputClaim", "claim_output", "check_not_precious", "n
 CLAIM_FILE = ".streamline-claim"
 """Inside a folder being written: ``<host> <pid>`` of the run writing it."""
 
+_UNREADABLE_CLAIM_AGE_S = 10
 _PREVIOUS = "previous-"  # the label of an old export moved aside during a swap
 _HELD: set[Path] = set()  # folders this process has claimed (a claim is re-entrant within one process)
 
@@ -65,8 +67,11 @@ def _claim_holder(path: Path) -> tuple[str, int] | None:
 
 
 def _claim_is_stale(path: Path) -> bool:
+    """A claim of a run that has ended; an unreadable one only once it is old (it may be being written)."""
     holder = _claim_holder(path)
-    return holder is None or writer_is_gone(*holder)
+    if holder is None:
+        return time.time() - path.stat().st_mtime > _UNREADABLE_CLAIM_AGE_S
+    return writer_is_gone(*holder)
 
 
 def _recover_previous_exports(folder: Path) -> None:
