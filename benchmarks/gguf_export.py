@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from streamline_lib.data.text_data import token_sequences
+from streamline_lib.evaluation.speed import SpeedRounds, compare_decode_speed
 from streamline_lib.export import save_pruned
-from streamline_lib.gguf_export import export_gguf, gguf_logits
+from streamline_lib.export.gguf import export_gguf, gguf_logits
+from streamline_lib.methods.pruning import prune
+from streamline_lib.methods.scoring import block_scores, collect_stats
+from streamline_lib.methods.sparsity import layers_for_sparsity
 from streamline_lib.models import DEFAULT_MODEL, bundled_model_dir, load_model
-from streamline_lib.pruning import prune
-from streamline_lib.scoring import block_scores, collect_stats
-from streamline_lib.sparsity import layers_for_sparsity
-from streamline_lib.speed import SpeedRounds, compare_decode_speed
-from streamline_lib.text_data import token_sequences
 
 try:
     import llama_cpp
@@ -105,7 +105,7 @@ def main() -> None:
     heldout = token_sequences(tokenizer, "wiki", "heldout", num_seqs=args.check_seqs, seq_len=128, seed=0)
     n = layers_for_sparsity(model, args.sparsity)
     start = block_scores(collect_stats(model, calibration), "cosine", n).best_start
-    result = prune(model, start, n, args.replacement, train_sequences=calibration)
+    result = prune(model, start, n, replacement=args.replacement, train_sequences=calibration)
     print(f"pruned {DEFAULT_MODEL}: layers {start}..{start + n - 1} removed ({args.replacement}), "
           f"{result.model.config.num_hidden_layers} layers left")
 

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamline_lib.layers import get_layers
+from streamline_lib.architecture.layers import get_layers
+from streamline_lib.data.text_data import available_sequences, token_sequences
+from streamline_lib.methods.pruning import prune
+from streamline_lib.methods.scoring import score_blocks
+from streamline_lib.methods.sparsity import layers_for_sparsity
+from streamline_lib.methods.training import TrainConfig
 from streamline_lib.models import load_model
-from streamline_lib.pruning import prune
-from streamline_lib.scoring import score_blocks
-from streamline_lib.sparsity import layers_for_sparsity
-from streamline_lib.text_data import available_sequences, token_sequences
-from streamline_lib.training import TrainConfig
 
 LARGEST_DIMS = 8
 
@@ -75,9 +75,10 @@ def main() -> None:
           + (" (it ends at the last layer: its output goes straight into the final norm)"
              if start + n == layers else ""))
     config = TrainConfig(lr=1e-3, epochs=5, seed=seed)
-    models = {"dense": model, "none": prune(model, start, n, "none").model}
+    models = {"dense": model, "none": prune(model, start, n, replacement="none").model}
     for kind in ["ffn", "ffn_relu", "layer"]:
-        models[kind] = prune(model, start, n, kind, train, config, cache=True).model
+        models[kind] = prune(model, start, n, replacement=kind, train_sequences=train, train_config=config,
+                             cache=True).model
 
     final_norm = getattr(model.model, "norm", None)  # llama-style and Gemma models; OPT and GPT-2 name it otherwise
     if final_norm is None:

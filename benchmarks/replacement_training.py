@@ -19,14 +19,14 @@ import copy
 import sys
 from collections.abc import Sequence
 
+from streamline_lib.architecture.layers import get_layers, remove_layers, replace_block
+from streamline_lib.data.text_data import token_sequences
 from streamline_lib.evaluation import perplexity
-from streamline_lib.layers import get_layers, remove_layers, replace_block
+from streamline_lib.methods.replacement import ResidualFFN, SwiGLU, is_llama_style, make_replacement
+from streamline_lib.methods.scoring import score_blocks
+from streamline_lib.methods.sparsity import layers_for_sparsity
+from streamline_lib.methods.training import TrainConfig, train_replacement
 from streamline_lib.models import DEFAULT_MODEL, load_model
-from streamline_lib.replacement import ResidualFFN, SwiGLU, is_llama_style, make_replacement
-from streamline_lib.scoring import score_blocks
-from streamline_lib.sparsity import layers_for_sparsity
-from streamline_lib.text_data import token_sequences
-from streamline_lib.training import TrainConfig, train_replacement
 
 KINDS = ("ffn", "ffn_relu", "layer", "ffn_copy")
 

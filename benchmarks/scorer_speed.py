@@ -1,7 +1,7 @@
 """Speed and agreement of three zero-shot multiple-choice scorers on the same items and machine.
 
 The three scorers compute ``log P(continuation | context)`` of every option of the
-same items (``streamline_lib.benchmarks.load_tasks(tasks, limit, seed=0)``), from the
+same items (``streamline_lib.data.zero_shot_tasks.load_tasks(tasks, limit, seed=0)``), from the
 same ``(context, continuation)`` requests (``zero_shot._requests``), with the same
 loaded model, tokenizer and batch size:
 
@@ -47,9 +47,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from streamline_lib.benchmarks import TASKS, MultipleChoiceItem, chance_level, load_tasks
-from streamline_lib.models import DEFAULT_MODEL, load_model
-from streamline_lib.zero_shot import (
+from streamline_lib.data.zero_shot_tasks import TASKS, MultipleChoiceItem, chance_level, load_tasks
+from streamline_lib.evaluation.zero_shot import (
     METRICS,
     EncodedRequest,
     TaskResult,
@@ -64,6 +63,7 @@ from streamline_lib.zero_shot import (
     max_context_length,
     score_requests,
 )
+from streamline_lib.models import DEFAULT_MODEL, load_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -8,17 +8,18 @@ line that names the problem.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-from . import assets
-from .layers import UnsupportedArchitectureError
-from .replacement import REPLACEMENTS
-from .scoring import METRICS
-from .text_data import CORPORA
+from .architecture.layers import UnsupportedArchitectureError
+from .data import assets
+from .data.text_data import CORPORA
+from .methods.replacement import REPLACEMENTS
+from .methods.scoring import METRICS
+from .methods.training import TrainConfig
+from .pipeline.recipe import METHODS, DataSpec, Recipe
 
 __all__ = ["main", "build_parser"]
 
@@ -46,15 +47,15 @@ def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _calibration(model, tokenizer, args):
-    from .text_data import token_sequences
+    from .data.text_data import token_sequences
 
     return token_sequences(tokenizer, args.calib, "calibration", num_seqs=args.num_seqs, seq_len=args.seq_len,
                            seed=args.seed, max_length=getattr(model.config, "max_position_embeddings", None))
 
 
 def _score(args: argparse.Namespace) -> dict:
-    from .models import load_model
-    from .scoring import score_blocks
+    from .methods.scoring import score_blocks
+    from .models.loading import load_model
 
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     result = score_blocks(model, _calibration(model, tokenizer, args), n=args.layers, metric=args.metric)
@@ -68,108 +69,108 @@ def _score(args: argparse.Namespace) -> dict:
             "start": result.best_start}
 
 
-def _check_prune_args(args: argparse.Namespace) -> None:
-    """What can be refused before the model is loaded: a misspelt flag must not cost a training run."""
-    if args.method != "block" and (args.replacement != "none" or args.heal != "none"):
-        raise ValueError(f"--method {args.method} removes layers that need not be neighbours, so nothing can stand "
-                         f"in for them and nothing is healed: drop --replacement and --heal, or use --method block")
-    if args.train_tokens < args.seq_len and (args.replacement != "none" or args.heal != "none"):
+# prune's flags that are settings of the recipe (the others say where the model comes from and goes to)
+RECIPE_FLAGS = ("method", "layers", "sparsity", "sparsity_of", "metric", "replacement", "loss", "heal",
+                "train_tokens", "train_corpus", "calib", "num_seqs", "seq_len", "seed")
+
+
+def _recipe(args: argparse.Namespace, defaults: dict) -> Recipe:
+    """The run's recipe: the ``--recipe`` file, or one made of the flags; never both (one source of truth)."""
+    if args.recipe is not None:
+        given = [f"--{name.replace('_', '-')}" for name in RECIPE_FLAGS if getattr(args, name) != defaults[name]]
+        if given:
+            raise ValueError(f"--recipe {args.recipe} holds every setting of the run; drop {', '.join(given)} "
+                             "(or edit the recipe)")
+        return Recipe.load(args.recipe)
+    if args.layers is None and args.sparsity is None:
+        raise ValueError("say how much to remove: --layers N or --sparsity FRACTION (or give --recipe FILE)")
+    trains = args.replacement != "none" or args.heal != "none" or args.method == "sharp"
+    if trains and args.train_tokens < args.seq_len:
         raise ValueError(f"--train-tokens {args.train_tokens} is less than one sequence of --seq-len "
                          f"{args.seq_len}; give at least {args.seq_len}")
-    if args.force_non_export and not args.force:
-        raise ValueError("--force-non-export only makes sense with --force")
+    if args.method in ("shortgpt", "sleb", "sharp") and args.replacement != "none":
+        raise ValueError(f"--method {args.method} leaves nothing in place of what it removes: drop --replacement, "
+                         "or use --method block")
+    return Recipe(method=args.method, layers=args.layers, sparsity=args.sparsity, sparsity_of=args.sparsity_of,
+                  metric=args.metric, replacement=args.replacement, heal=args.heal,
+                  training=TrainConfig(loss=args.loss),
+                  calibration=DataSpec(args.calib, "calibration", args.num_seqs, args.seq_len),
+                  train_data=DataSpec(args.train_corpus, "train", max(1, args.train_tokens // args.seq_len),
+                                      args.seq_len),
+                  seed=args.seed)
 
 
 def _prune(args: argparse.Namespace) -> dict:
-    from .export import claim_export_folder
-    from .models import check_device, check_model_source
+    from .export.checkpoint import claim_export_folder
+    from .models.loading import check_device, check_model_source
 
-    _check_prune_args(args)
+    if args.force_non_export and not args.force:
+        raise ValueError("--force-non-export only makes sense with --force")
+    recipe = _recipe(args, args.defaults)
     check_device(args.device)
     check_model_source(args.model)
     with claim_export_folder(args.out, args.force, args.force_non_export,
                              fix="pass --force to replace an earlier export"):  # before loading and training
-        return _load_and_prune(args)
+        return _load_and_compress(args, recipe)
 
 
-def _load_and_prune(args: argparse.Namespace) -> dict:
-    from .export import save_pruned
-    from .healing import heal_with_lora
-    from .models import load_model
-    from .pruning import prune
-    from .scoring import score_blocks
-    from .sparsity import layers_for_sparsity
-    from .text_data import token_sequences
-    from .training import TrainConfig
+def _removed(result) -> str:
+    if result.sharp is not None:
+        return f"layers {', '.join(map(str, result.sharp.layers))} reuse the MLP below them"
+    return f"layers {', '.join(map(str, result.removed_layers))} removed"
 
-    out = Path(args.out)
+
+def _load_and_compress(args: argparse.Namespace, recipe: Recipe) -> dict:
+    from .export.checkpoint import save_pruned
+    from .models.loading import load_model
+    from .pipeline.compress import compress
+
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    n = args.layers if args.layers is not None else layers_for_sparsity(model, args.sparsity)
-    timings = {}
-    t0 = time.perf_counter()
-    if args.method != "block":
-        return _prune_layer_set(args, model, tokenizer, n, out, timings, t0)
-    train_sequences, config, healed = None, None, None
-    if args.replacement != "none" or args.heal == "lora":  # before scoring: too many tokens fails at once
-        train_sequences = token_sequences(tokenizer, args.train_corpus, "train", seq_len=args.seq_len,
-                                          num_seqs=args.train_tokens // args.seq_len, seed=args.seed)
-    start = score_blocks(model, _calibration(model, tokenizer, args), n=n, metric=args.metric).best_start
-    timings["score_s"] = time.perf_counter() - t0
-    _log(f"removing layers {start}..{start + n - 1} ({n} layers, metric {args.metric})")
-    if args.replacement != "none":
-        config = TrainConfig(loss=args.loss, seed=args.seed)
-    t0 = time.perf_counter()
-    result = prune(model, start, n, replacement=args.replacement, train_sequences=train_sequences,
-                   train_config=config)
-    timings["prune_s"] = time.perf_counter() - t0
-    if args.heal == "lora":
-        t0 = time.perf_counter()
-        healed = heal_with_lora(result.model, train_sequences, TrainConfig(loss="lm", epochs=1, seed=args.seed))
-        result = dataclasses.replace(result, model=healed.model)
-        timings["heal_s"] = time.perf_counter() - t0
-    save_pruned(result, tokenizer, out, source_model=args.model, metric=args.metric, train_config=config,
-                overwrite=args.force, healing=healed, overwrite_non_export=args.force_non_export)
+    began = time.perf_counter()
+    result = compress(model, tokenizer, recipe, source_model=args.model)
+    seconds = time.perf_counter() - began
+    _log(f"{recipe.method}: {_removed(result)}")
+    save_pruned(result, tokenizer, args.out, overwrite=args.force, overwrite_non_export=args.force_non_export)
     if not args.json:
-        print(f"saved the pruned model ({args.replacement}, layers {start}..{start + n - 1} removed) to {out}")
-    return {"out": str(out), "start": start, "n": n, "replacement": args.replacement, **timings}
+        print(f"saved the pruned model ({recipe.method}, {recipe.replacement}, {_removed(result)}) to {args.out}")
+    return {"out": str(args.out), "method": recipe.method, "start": result.start, "n": result.n,
+            "layers": list(result.removed_layers), "replacement": recipe.replacement,
+            "shared_layers": [] if result.sharp is None else list(result.sharp.layers), "seconds": seconds,
+            "recipe": recipe.to_dict()}
 
 
-def _prune_layer_set(args: argparse.Namespace, model, tokenizer, n: int, out: Path, timings: dict,
-                     began: float) -> dict:
-    """``prune --method shortgpt|sleb``: choose ``n`` layers, consecutive or not, and remove them."""
-    from .export import save_pruned
-    from .pruning import prune_layers
-    from .scoring import collect_stats, shortgpt_layers, sleb_layers
+def _reproduce(args: argparse.Namespace) -> dict:
+    from .pipeline.reproduce import reproduce
 
-    calibration = _calibration(model, tokenizer, args)
-    if args.method == "shortgpt":
-        layers = shortgpt_layers(collect_stats(model, calibration), n)
-    else:
-        layers = sleb_layers(model, calibration, n).first(n)
-    timings["score_s"] = time.perf_counter() - began
-    _log(f"removing layers {', '.join(map(str, layers))} ({n} layers, method {args.method})")
-    t0 = time.perf_counter()
-    result = prune_layers(model, layers)
-    timings["prune_s"] = time.perf_counter() - t0
-    save_pruned(result, tokenizer, out, source_model=args.model, metric=args.method, overwrite=args.force,
-                overwrite_non_export=args.force_non_export)
+    check = reproduce(args.folder, device=args.device)
+    changed = {k: (v, check.versions_now.get(k)) for k, v in check.versions_then.items()
+               if check.versions_now.get(k) != v}
     if not args.json:
-        print(f"saved the pruned model (layers {', '.join(map(str, layers))} removed) to {out}")
-    return {"out": str(out), "layers": layers, "n": n, "method": args.method, "replacement": "none", **timings}
+        if check.equal:
+            print(f"equal: the recipe gives the saved weights again, bit for bit ({check.tensors} tensors)")
+        else:
+            print(f"different: largest |difference| {check.max_abs_difference:.3g} in {check.largest_in} "
+                  f"({check.tensors} tensors compared"
+                  + (f"; only in one of them: {', '.join(check.only_in_one)}" if check.only_in_one else "") + ")")
+        for name, (then, now) in changed.items():
+            print(f"note: made with {name} {then}, reproduced with {now}")
+    return {"equal": check.equal, "tensors": check.tensors, "max_abs_difference": check.max_abs_difference,
+            "largest_in": check.largest_in, "only_in_one": list(check.only_in_one),
+            "versions_then": check.versions_then, "versions_now": check.versions_now}
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .benchmarks import EVAL_SET
+    from .data.text_data import token_sequences
+    from .data.zero_shot_tasks import EVAL_SET
     from .evaluation import evaluate_zero_shot, perplexity
-    from .export import read_metadata, record_evaluation
-    from .models import load_model
-    from .statistics import accuracy_interval
-    from .text_data import token_sequences
+    from .evaluation.statistics import accuracy_interval
+    from .export.checkpoint import read_metadata, record_evaluation
+    from .models.loading import load_model
 
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     tasks = [TASK_ALIASES.get(name, name) for name in args.tasks.split(",")] if args.tasks else None
     limit = EVAL_SET if args.limit is None else args.limit
-    result = evaluate_zero_shot(model, tokenizer, tasks=tasks, limit=limit, seed=args.seed)
+    result = evaluate_zero_shot(model, tokenizer, tasks=tasks, limit=limit, seed=args.seed, cache=True)
     heldout = token_sequences(tokenizer, "wiki", "heldout", num_seqs=args.ppl_seqs, seq_len=256, seed=args.seed)
     ppl = perplexity(model, heldout)
     table = {name: {"acc": task.acc, "acc_norm": task.acc_norm, "items": task.n}
@@ -193,7 +194,7 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _gguf(args: argparse.Namespace) -> dict:
-    from .gguf_export import check_gguf_target, default_gguf_path, export_gguf
+    from .export.gguf import check_gguf_target, default_gguf_path, export_gguf
 
     out = args.out or default_gguf_path(args.folder, args.dtype)
     check_gguf_target(out, args.force)
@@ -249,14 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Remove the most redundant block, optionally replace it with a "
                                             "trained lightweight network, and save a transformers checkpoint.")
     _add_model_args(prune)
-    size = prune.add_mutually_exclusive_group(required=True)
-    size.add_argument("--sparsity", type=_fraction, help="fraction of all parameters to remove, in (0, 1)")
-    size.add_argument("--layers", type=_positive_int, help="number of consecutive layers to remove")
-    prune.add_argument("--method", choices=["block", "shortgpt", "sleb"], default="block",
-                       help="which layers: block, the consecutive block --metric scores best (LLM-Streamline); "
-                            "shortgpt, the layers of lowest Block Influence; sleb, layers removed one at a time by "
-                            "calibration perplexity (slow: about L x N perplexity passes). shortgpt and sleb need "
-                            "not pick neighbours and take no replacement (default: block)")
+    prune.add_argument("--recipe", help="a recipe file (JSON, or YAML for .yaml/.yml) with every setting of the "
+                                        "run, e.g. the 'recipe' of an export's streamline.json; replaces the "
+                                        "flags below from --sparsity to --seed")
+    size = prune.add_mutually_exclusive_group()
+    size.add_argument("--sparsity", type=_fraction, help="fraction of the parameters to remove, in (0, 1)")
+    size.add_argument("--layers", type=_positive_int, help="number of layers to remove (sharp: to share)")
+    prune.add_argument("--sparsity-of", choices=["total", "layers"], default="total",
+                       help="what --sparsity is a fraction of: all parameters (the paper's count) or the decoder "
+                            "layers' (default: total)")
+    prune.add_argument("--method", choices=METHODS, default="block",
+                       help="block, the consecutive block --metric scores best (LLM-Streamline); shortgpt, the "
+                            "layers of lowest Block Influence; sleb, layers removed one at a time by calibration "
+                            "perplexity (slow: about L x N perplexity passes); replaceme, the cosine block with "
+                            "ReplaceMe's linear map; sharp, layers that reuse the MLP below them with low-rank "
+                            "recovery. shortgpt, sleb and sharp take no replacement (default: block)")
     prune.add_argument("--replacement", choices=REPLACEMENTS, default="none",
                        help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU), "
                             "one decoder layer, or ReplaceMe's linear map fitted on the training tokens and folded "
@@ -279,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --force: replace --out even if it holds files that are not part of an export")
     prune.add_argument("--json", action="store_true", help="print one JSON document")
     prune.set_defaults(run=_prune)
+    prune.set_defaults(defaults={name: prune.get_default(name) for name in RECIPE_FLAGS})
+
+    again = commands.add_parser(
+        "reproduce", help="run an export's recorded recipe again and compare the weights",
+        description="Load the export's source model, run the recipe its streamline.json records, and say whether "
+                    "the new weights equal the saved ones (bit for bit on the same kind of machine and versions; "
+                    "else the largest difference). Exits 0 when equal, 1 when not.")
+    again.add_argument("folder", help="a folder written by 'streamline prune'")
+    again.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    again.add_argument("--json", action="store_true", help="print one JSON document")
+    again.set_defaults(run=_reproduce)
 
     evaluate = commands.add_parser("eval", help="zero-shot accuracy on the eight tasks and perplexity",
                                    description="Zero-shot accuracy (acc, acc_norm) per task and on average, "
@@ -317,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, indent=2))
-    return 0
+    return 1 if args.command == "reproduce" and not result["equal"] else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures. The real bundled model is loaded once per test session."""
+"""Shared fixtures. The real bundled model is loaded once per test session; plain shared helpers are in helpers.py."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def smollm2():
     from streamline_lib.models import load_model
 
     return load_model("smollm2-135m", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random 6-layer llama and a word-level tokenizer of its 64 ids (:func:`helpers.tiny_llama_and_tokenizer`)."""
+    from helpers import tiny_llama_and_tokenizer
+
+    return tiny_llama_and_tokenizer()
 
 
 @pytest.fixture(scope="session")

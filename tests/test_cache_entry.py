@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streamline_lib import files
-from streamline_lib.cache_entry import entry_problem, filled_entry, manifest_path
+from streamline_lib.core import files
+from streamline_lib.core.cache_entry import entry_problem, filled_entry, manifest_path
 
 
 def counting_builder(calls: list[Path], text: str = "content"):
@@ -111,7 +111,7 @@ def test_stale_temporaries_of_killed_fillers_go_and_live_ones_stay(tmp_path):
 FILLER = """
 import sys, time
 from pathlib import Path
-from streamline_lib.cache_entry import filled_entry
+from streamline_lib.core.cache_entry import filled_entry
 
 target, text, log = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 

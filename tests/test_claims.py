@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from streamline_lib import files
-from streamline_lib.claims import (NOT_RUN, ClaimVerdict, ledger, ledger_by_model, load_chapter_results,
-                                    save_chapter_results)
+from streamline_lib.book.claims import (
+    NOT_RUN,
+    ClaimVerdict,
+    ledger,
+    ledger_by_model,
+    load_chapter_results,
+    save_chapter_results,
+)
+from streamline_lib.core import files
 
 
 def verdict(claim: str, verdict: str = "holds") -> ClaimVerdict:

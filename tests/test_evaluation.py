@@ -57,9 +57,9 @@ def test_smollm2_zero_shot_is_clearly_above_chance(smollm2):
 def test_real_tokenizers_split_like_lm_eval(smollm2):
     from transformers import AutoTokenizer
 
-    from streamline_lib.benchmarks import load_task
+    from streamline_lib.data.zero_shot_tasks import load_task
+    from streamline_lib.evaluation.zero_shot import adds_bos, encode_requests
     from streamline_lib.models import bundled_model_dir
-    from streamline_lib.zero_shot import adds_bos, encode_requests
 
     _, smollm2_tokenizer = smollm2
     gemma_tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir("gemma3-270m"))

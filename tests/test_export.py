@@ -6,42 +6,14 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from tokenizers import Tokenizer, models, pre_tokenizers
+from helpers import pruned_for_export, tiny_of, trained_looking
+from transformers import AutoModelForCausalLM
 
+from streamline_lib.architecture.layers import get_layers
 from streamline_lib.export import METADATA_FILE, load_pruned, read_metadata, record_evaluation, save_pruned
-from streamline_lib.layers import get_layers
+from streamline_lib.methods.pruning import prune_layers
+from streamline_lib.methods.replacement import ResidualFFN
 from streamline_lib.models import load_model
-from streamline_lib.pruning import prune, prune_layers
-from streamline_lib.replacement import ResidualFFN
-
-from test_layers import CONFIGS, VOCAB
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2)
-    model = LlamaForCausalLM(config).eval()
-    backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return model, PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="t1")
-
-
-def _pruned(model, replacement):
-    # the linear map is fitted on a few token windows; without them it would be the identity (plain removal)
-    tokens = torch.randint(0, 64, (8, 12), generator=torch.Generator().manual_seed(2)) if replacement == "linear" \
-        else None
-    result = prune(model, 2, 3, replacement=replacement, train_sequences=tokens)
-    module = get_layers(result.model)[2]
-    if isinstance(module, ResidualFFN):
-        # untrained FFNs may be exactly plain removal; give them weights that matter
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in module.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.1 + (1 if p.ndim == 1 else 0))
-    return result
 
 
 def _logits(model, ids):
@@ -56,7 +28,7 @@ IDS = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
                                                  ("linear", "transformers"), ("ffn", "transformers-zero-attention")])
 def test_plain_transformers_loads_the_export(tiny, tmp_path, replacement, storage):
     model, tokenizer = tiny
-    result = _pruned(model, replacement)
+    result = pruned_for_export(model, replacement)
     save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny", metric="cosine")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     torch.testing.assert_close(_logits(reloaded, IDS), _logits(result.model, IDS))
@@ -82,7 +54,7 @@ def test_layers_that_are_not_neighbours_export_as_a_plain_model(tiny, tmp_path):
 @pytest.mark.parametrize("replacement", ["ffn", "ffn_relu"])
 def test_load_pruned_restores_the_fast_ffn(tiny, tmp_path, replacement):
     model, tokenizer = tiny
-    result = _pruned(model, replacement)
+    result = pruned_for_export(model, replacement)
     save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny")
     reloaded = load_pruned(tmp_path / "out")
     assert isinstance(get_layers(reloaded)[2], ResidualFFN)
@@ -93,31 +65,10 @@ def test_load_pruned_restores_the_fast_ffn(tiny, tmp_path, replacement):
 
 def test_custom_ffn_is_refused_by_plain_transformers(tiny, tmp_path):
     model, tokenizer = tiny
-    save_pruned(_pruned(model, "ffn_relu"), tokenizer, tmp_path / "out", source_model="tiny")
+    save_pruned(pruned_for_export(model, "ffn_relu"), tokenizer, tmp_path / "out", source_model="tiny")
     assert read_metadata(tmp_path / "out")["storage"] == "streamline-ffn"
     with pytest.raises(OSError):
         AutoModelForCausalLM.from_pretrained(tmp_path / "out")
-
-
-def _tiny_of(model_type: str):
-    """A tiny random model of ``model_type`` (OPT with its MLP 4 x hidden wide, the ffn_relu shape) and a tokenizer."""
-    torch.manual_seed(0)
-    config = CONFIGS[model_type]()
-    if model_type == "opt":
-        config.ffn_dim = 4 * config.hidden_size
-    backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t0"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="t2", pad_token="t0")
-    return AutoModelForCausalLM.from_config(config).eval(), tokenizer
-
-
-def _trained_looking(model, kind):
-    result = prune(model, 2, 3, replacement=kind)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in get_layers(result.model)[2].parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.1 + (1 if p.ndim == 1 else 0))
-    return result
 
 
 def _greedy(model, ids):
@@ -131,8 +82,8 @@ PLAIN_FFNS = [("mistral", "ffn"), ("qwen2", "ffn"), ("phi3", "ffn"), ("opt", "ff
 
 @pytest.mark.parametrize("model_type,kind", PLAIN_FFNS)
 def test_ffns_that_are_a_zero_attention_layer_load_with_plain_transformers(tmp_path, model_type, kind):
-    model, tokenizer = _tiny_of(model_type)
-    result = _trained_looking(model, kind)
+    model, tokenizer = tiny_of(model_type)
+    result = trained_looking(model, kind)
     save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny")
     meta = read_metadata(tmp_path / "out")
     assert meta["storage"] == "transformers-zero-attention" and meta["loads_with"].startswith("transformers")
@@ -148,8 +99,8 @@ def test_ffns_that_are_a_zero_attention_layer_load_with_plain_transformers(tmp_p
 @pytest.mark.parametrize("model_type,kind", [("gemma3_text", "ffn"), ("gpt2", "ffn"), ("gpt_neox", "ffn"),
                                              ("opt", "ffn"), ("llama", "ffn_relu"), ("gemma3_text", "ffn_relu")])
 def test_ffns_no_layer_computes_say_what_loads_them(tmp_path, model_type, kind):
-    model, tokenizer = _tiny_of(model_type)
-    result = _trained_looking(model, kind)
+    model, tokenizer = tiny_of(model_type)
+    result = trained_looking(model, kind)
     save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny")
     meta = read_metadata(tmp_path / "out")
     assert meta["storage"] == "streamline-ffn"
@@ -166,17 +117,17 @@ def test_existing_folder_is_not_overwritten(tiny, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="overwrite"):
-        save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny")
+        save_pruned(pruned_for_export(model, "none"), tokenizer, out, source_model="tiny")
     with pytest.raises(FileExistsError, match="not an export"):  # overwrite replaces only an earlier export
-        save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny", overwrite=True)
+        save_pruned(pruned_for_export(model, "none"), tokenizer, out, source_model="tiny", overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
-    save_pruned(_pruned(model, "none"), tokenizer, out, source_model="tiny", overwrite=True, overwrite_non_export=True)
+    save_pruned(pruned_for_export(model, "none"), tokenizer, out, source_model="tiny", overwrite=True, overwrite_non_export=True)
     assert not (out / "notes.txt").exists() and (out / METADATA_FILE).exists()
 
 
 def test_the_model_card_says_what_streamline_json_says(tiny, tmp_path):
     model, tokenizer = tiny
-    save_pruned(_pruned(model, "ffn"), tokenizer, tmp_path / "out", source_model="smollm2-135m", metric="cosine")
+    save_pruned(pruned_for_export(model, "ffn"), tokenizer, tmp_path / "out", source_model="smollm2-135m", metric="cosine")
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\nlicense: apache-2.0\n")
     assert "layers 2-4 (0-based, 3 consecutive layers)" in card and "SwiGLU" in card
@@ -191,7 +142,7 @@ def test_the_model_card_says_what_streamline_json_says(tiny, tmp_path):
 
 def test_a_card_the_user_edited_is_kept(tiny, tmp_path):
     model, tokenizer = tiny
-    save_pruned(_pruned(model, "none"), tokenizer, tmp_path / "out", source_model="tiny")
+    save_pruned(pruned_for_export(model, "none"), tokenizer, tmp_path / "out", source_model="tiny")
     card = tmp_path / "out" / "README.md"
     card.write_text(card.read_text() + "\nMy notes.\n")
     evaluation = {"tasks": {}, "average": {"acc": 0.5}, "items": 0, "accuracy_interval": [0.4, 0.6],

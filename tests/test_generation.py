@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from test_export import tiny  # noqa: F401  (fixture: a tiny llama and a word-level tokenizer)
 
-from streamline_lib.generation import (
+from streamline_lib.evaluation.generation import (
     GENERATION_TASKS,
     GenerationResult,
     _cut,
@@ -48,10 +46,10 @@ def test_tasks_load_with_lm_eval_prompts():
 
 
 @pytest.mark.integration
-def test_greedy_answers_are_deterministic_and_cached(tiny, tmp_path, monkeypatch):  # noqa: F811
+def test_greedy_answers_are_deterministic_and_cached(tiny, tmp_path, monkeypatch):
     model, tokenizer = tiny
     # the word-level tokenizer knows only t0 .. t63: ask with words it knows
-    monkeypatch.setattr("streamline_lib.generation.load_generation_task", lambda task, limit, seed: [
+    monkeypatch.setattr("streamline_lib.evaluation.generation.load_generation_task", lambda task, limit, seed: [
         type("Item", (), {"task": task, "index": i, "prompt": f"t{i} t{i + 1}", "answers": (f"t{i + 2}",)})()
         for i in range(6)])
     first = evaluate_generation(model, tokenizer, "arithmetic", limit=6, batch_size=4, cache=tmp_path, progress=False)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_of, trained_looking
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from streamline_lib.core.files import default_file_mode
 from streamline_lib.export import read_metadata, save_pruned
-from streamline_lib.files import default_file_mode
-from streamline_lib.gguf_export import export_gguf, gguf_logits
+from streamline_lib.export.gguf import export_gguf, gguf_logits
+from streamline_lib.methods.pruning import prune
 from streamline_lib.models import bundled_model_dir
-from streamline_lib.pruning import prune
-
-from test_export import _tiny_of, _trained_looking
 
 TEXT = "The capital of France is Paris, and the river that runs through it is the Seine."
 
@@ -25,7 +24,7 @@ def export(tmp_path_factory):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=5,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                          bos_token_id=1, eos_token_id=2)
-    result = prune(LlamaForCausalLM(config).eval(), 1, 2, "none")
+    result = prune(LlamaForCausalLM(config).eval(), 1, 2, replacement="none")
     folder = tmp_path_factory.mktemp("gguf") / "pruned"
     save_pruned(result, tokenizer, folder, source_model="smollm2-135m", metric="cosine")
     return folder, tokenizer, result.model
@@ -65,15 +64,16 @@ def test_float16_gguf_is_half_the_size_and_close(export):
 
 
 @pytest.mark.integration
-def test_a_gguf_file_is_readable_like_the_rest_and_replaced_only_with_overwrite(export):
+def test_a_gguf_file_is_readable_like_the_rest_and_replaced_only_with_overwrite(export, tmp_path):
     folder, _, _ = export
-    written = export_gguf(folder, dtype="f32").path
+    out = tmp_path / "model.gguf"
+    written = export_gguf(folder, out=out, dtype="f32").path
     assert written.stat().st_mode & 0o777 == default_file_mode() == (folder / "config.json").stat().st_mode & 0o777
     first = written.read_bytes()
     with pytest.raises(FileExistsError, match="exists"):
-        export_gguf(folder, dtype="f32")
-    assert export_gguf(folder, dtype="f32", overwrite=True).path.read_bytes() == first  # deterministic, too
-    assert not [p for p in folder.iterdir() if p.name.startswith(".streamline-tmp-")]
+        export_gguf(folder, out=out, dtype="f32")
+    assert export_gguf(folder, out=out, dtype="f32", overwrite=True).path.read_bytes() == first  # deterministic
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".streamline-tmp-")]
 
 
 @pytest.mark.integration
@@ -93,8 +93,8 @@ def test_an_existing_file_is_kept(export):
 @pytest.mark.parametrize("model_type,kind,message", [("gemma3_text", "none", "llama architecture only"),
                                                      ("llama", "ffn_relu", "only plain-transformers exports")])
 def test_what_gguf_cannot_hold_is_refused_with_the_reason(tmp_path, model_type, kind, message):
-    model, tokenizer = _tiny_of(model_type)
-    save_pruned(_trained_looking(model, kind) if kind != "none" else prune(model, 2, 3), tokenizer,
+    model, tokenizer = tiny_of(model_type)
+    save_pruned(trained_looking(model, kind) if kind != "none" else prune(model, 2, 3), tokenizer,
                 tmp_path / "out", source_model="tiny")
     with pytest.raises(ValueError, match=message):
         export_gguf(tmp_path / "out")

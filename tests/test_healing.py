@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import FAST, assert_same_training, counting_tokens, positional_and_keyword, tiny_llama
 from transformers import LlamaForCausalLM
 
-from streamline_lib.healing import HealResult, LoraSettings, heal_with_lora
-from streamline_lib.layers import num_layers, remove_layers
-from streamline_lib.results_cache import model_fingerprint
-from streamline_lib.training import TrainConfig
-
-from test_training import FAST, counting_tokens, tiny_llama
+from streamline_lib.architecture.layers import num_layers, remove_layers
+from streamline_lib.core.results_cache import model_fingerprint
+from streamline_lib.methods.healing import HealResult, LoraSettings, heal_with_lora
+from streamline_lib.methods.training import TrainConfig
 
 LM = TrainConfig(**{**FAST, "loss": "lm"})
 
@@ -23,7 +22,7 @@ def pruned() -> LlamaForCausalLM:
 
 def test_healing_lowers_the_loss_and_merges_into_a_plain_model(pruned):
     before = model_fingerprint(pruned)
-    result = heal_with_lora(pruned, counting_tokens(), LM)
+    result = heal_with_lora(pruned, counting_tokens(), config=LM)
     assert isinstance(result, HealResult)
     assert model_fingerprint(pruned) == before  # the input model is not changed
     t = result.train_result
@@ -44,20 +43,28 @@ def test_healing_lowers_the_loss_and_merges_into_a_plain_model(pruned):
 
 
 def test_healing_is_deterministic_and_cached(pruned, tmp_path):
-    first = heal_with_lora(pruned, counting_tokens(), LM, cache=tmp_path)
+    first = heal_with_lora(pruned, counting_tokens(), config=LM, cache=tmp_path)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
-    again = heal_with_lora(pruned, counting_tokens(), LM, cache=tmp_path)  # from the cache
-    fresh = heal_with_lora(pruned, counting_tokens(), LM)  # trained again
+    again = heal_with_lora(pruned, counting_tokens(), config=LM, cache=tmp_path)  # from the cache
+    fresh = heal_with_lora(pruned, counting_tokens(), config=LM)  # trained again
     assert again.train_result == first.train_result
     assert model_fingerprint(again.model) == model_fingerprint(first.model) == model_fingerprint(fresh.model)
-    heal_with_lora(pruned, counting_tokens(), LM, LoraSettings(rank=2), cache=tmp_path)  # another setting
+    heal_with_lora(pruned, counting_tokens(), config=LM, lora=LoraSettings(rank=2), cache=tmp_path)  # another setting
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
 def test_healing_errors_name_the_fix(pruned):
     with pytest.raises(ValueError, match=r"next-token loss, but config.loss='mse': pass TrainConfig\(loss='lm'"):
-        heal_with_lora(pruned, counting_tokens(), TrainConfig(**FAST))
+        heal_with_lora(pruned, counting_tokens(), config=TrainConfig(**FAST))
     with pytest.raises(ValueError, match="LoraSettings.rank=0 is invalid: it must be a positive integer"):
         LoraSettings(rank=0)
     with pytest.raises(ValueError, match="LoraSettings.alpha=0 is invalid"):
         LoraSettings(alpha=0)
+
+
+def test_config_and_lora_still_work_by_position_with_a_deprecation_warning(pruned):
+    old, new = positional_and_keyword(heal_with_lora, (pruned, counting_tokens()),
+                                      dict(config=LM, lora=LoraSettings(rank=2)))
+    assert old.lora_parameters == new.lora_parameters
+    assert_same_training(old.train_result, new.train_result)
+    assert model_fingerprint(old.model) == model_fingerprint(new.model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from streamline_lib.hidden_states import iter_hidden_states
+from streamline_lib.architecture.hidden_states import iter_hidden_states
 
 
 @pytest.fixture(scope="module")

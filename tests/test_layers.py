@@ -8,23 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import ARCHS, CONFIGS, LAYERS, F, S, batch, build, greedy, logits, skip_with_hooks
 from torch import nn
-from transformers import (
-    AutoModelForCausalLM,
-    BertConfig,
-    DynamicCache,
-    Gemma3TextConfig,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    LlamaModel,
-    MistralConfig,
-    OPTConfig,
-    Phi3Config,
-    Qwen2Config,
-)
+from transformers import AutoModelForCausalLM, BertConfig, DynamicCache, LlamaModel
 
-from streamline_lib.layers import (
+from streamline_lib.architecture.layers import (
     SUPPORTED_ARCHITECTURES,
     UnsupportedArchitectureError,
     architecture,
@@ -36,75 +24,6 @@ from streamline_lib.layers import (
     remove_layers,
     replace_block,
 )
-
-LAYERS = 6
-VOCAB = 128
-WINDOW = 4  # sliding window, shorter than the test sequences so that it matters
-S, F = "sliding_attention", "full_attention"
-# Removing layers 1-2 shifts later layers onto positions of another type, so trimming
-# layer_types wrongly (e.g. keeping its first entries) would change the logits.
-GEMMA3_LAYER_TYPES = [S, F, S, S, F, S]
-
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
-              max_position_embeddings=64)
-LLAMA_STYLE = dict(COMMON, intermediate_size=64, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
-                   eos_token_id=2)
-CONFIGS = {
-    "llama": lambda: LlamaConfig(**LLAMA_STYLE),
-    "mistral": lambda: MistralConfig(**LLAMA_STYLE, sliding_window=WINDOW),
-    # layer_types = [F, F, S, S, S, S]
-    "qwen2": lambda: Qwen2Config(**LLAMA_STYLE, use_sliding_window=True, sliding_window=WINDOW,
-                                 max_window_layers=2),
-    "gemma3_text": lambda: Gemma3TextConfig(**LLAMA_STYLE, head_dim=8, query_pre_attn_scalar=8,
-                                            sliding_window=WINDOW, layer_types=GEMMA3_LAYER_TYPES),
-    "phi3": lambda: Phi3Config(**LLAMA_STYLE, sliding_window=WINDOW),
-    "opt": lambda: OPTConfig(**COMMON, ffn_dim=64, word_embed_proj_dim=32, pad_token_id=0, bos_token_id=1,
-                             eos_token_id=2),
-    "gpt2": lambda: GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=LAYERS, n_head=4, n_positions=64,
-                               pad_token_id=0, bos_token_id=1, eos_token_id=2),
-    "gpt_neox": lambda: GPTNeoXConfig(**COMMON, intermediate_size=64, pad_token_id=0, bos_token_id=1,
-                                      eos_token_id=2),
-}
-ARCHS = sorted(CONFIGS)
-
-
-def build(model_type: str) -> nn.Module:
-    """A tiny randomly initialised causal LM of `model_type`, in eval mode."""
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIGS[model_type]())
-    assert model.config.model_type == model_type
-    return model.eval()
-
-
-def batch() -> dict[str, torch.Tensor]:
-    """Two left-padded sequences of 10 tokens, longer than the sliding window."""
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(3, VOCAB, (2, 10), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    input_ids[1, :3] = 0
-    attention_mask[1, :3] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
-def skip_with_hooks(model: nn.Module, indices: range) -> list:
-    """Make layers `indices` of `model` return their input hidden states unchanged."""
-
-    def passthrough(module, args, kwargs, output):
-        hidden_states = args[0] if args else kwargs["hidden_states"]
-        return (hidden_states, *output[1:]) if isinstance(output, tuple) else hidden_states
-
-    layers = get_layers(model)
-    return [layers[i].register_forward_hook(passthrough, with_kwargs=True) for i in indices]
-
-
-def logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs, use_cache=False).logits
-    return out[inputs["attention_mask"].bool()]  # padded positions are not compared
-
-
-def greedy(model: nn.Module, inputs: dict[str, torch.Tensor], use_cache: bool) -> torch.Tensor:
-    return model.generate(**inputs, max_new_tokens=5, do_sample=False, use_cache=use_cache, pad_token_id=0)
 
 
 def test_every_supported_architecture_is_tested():

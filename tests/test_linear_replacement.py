@@ -6,12 +6,11 @@ import copy
 
 import pytest
 import torch
-from test_layers import ARCHS, build
-from test_training import random_tokens, tiny_llama
+from helpers import ARCHS, build, random_tokens, tiny_llama
 
-from streamline_lib.hidden_states import iter_hidden_states
-from streamline_lib.layers import get_layers, remove_layers
-from streamline_lib.linear_replacement import MLP_OUTPUTS, fit_linear_map, fold_linear_map
+from streamline_lib.architecture.hidden_states import iter_hidden_states
+from streamline_lib.architecture.layers import get_layers, remove_layers
+from streamline_lib.methods.linear_replacement import MLP_OUTPUTS, fit_linear_map, fold_linear_map
 
 
 def block_output_error(pruned, dense, start: int, n: int, tokens: torch.Tensor, skip: int) -> float:

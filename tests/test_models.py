@@ -8,16 +8,15 @@ import subprocess
 import sys
 import warnings
 
-import json
-
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from streamline_lib import assets, files
-from streamline_lib import models as streamline_models
-from streamline_lib.cache_entry import manifest_path
+from streamline_lib.core import files
+from streamline_lib.core.cache_entry import manifest_path
+from streamline_lib.data import assets
+from streamline_lib.data.text_data import token_sequences
 from streamline_lib.evaluation import perplexity
 from streamline_lib.models import (
     MODELS,
@@ -27,7 +26,7 @@ from streamline_lib.models import (
     load_model,
     resolve_dtype,
 )
-from streamline_lib.text_data import token_sequences
+from streamline_lib.models import loading as streamline_models
 
 
 def test_resolve_dtype_names_and_auto():

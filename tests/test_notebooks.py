@@ -53,7 +53,7 @@ CHAPTERS_WITH_VERDICTS = {"01_redundancy": {"C1"}, "02_metrics": {"C2"}, "03_rep
 @pytest.mark.parametrize(("chapter", "claims"), CHAPTERS_WITH_VERDICTS.items())
 def test_committed_results_hold_each_chapters_verdicts(chapter, claims):
     """The ledger reads notebooks/results/<chapter>.json, written by the chapter's full run."""
-    from streamline_lib.claims import ClaimVerdict, load_chapter_results
+    from streamline_lib.book.claims import ClaimVerdict, load_chapter_results
 
     saved = load_chapter_results(ROOT / "notebooks" / "results")
     assert chapter in saved, f"{chapter} saved no results: run make book"
@@ -71,7 +71,7 @@ def _sources(notebook: Path) -> list[str]:
 def test_the_second_model_ran_chapters_1_to_6_with_their_verdicts():
     """make second-model: the executed copies ran the chapters as they are now on Gemma-3-270M and saved
     their verdicts to its own results folder."""
-    from streamline_lib.claims import ClaimVerdict, load_chapter_results
+    from streamline_lib.book.claims import ClaimVerdict, load_chapter_results
 
     assert [p.stem for p in SECOND_MODEL_RUNS] == [p.stem for p in NOTEBOOKS[:6]]
     for notebook in SECOND_MODEL_RUNS:
@@ -93,7 +93,7 @@ CHAPTERS_WITH_PAIRED_VERDICTS = ["02_metrics", "03_replacement", "04_stability",
 @pytest.mark.parametrize("chapter", CHAPTERS_WITH_PAIRED_VERDICTS)
 def test_accuracy_verdicts_rest_on_the_evaluation_set_with_paired_intervals(chapter):
     """Verdicts that compare accuracies use >= 2,000 items per model and say so, with paired intervals."""
-    from streamline_lib.claims import load_chapter_results
+    from streamline_lib.book.claims import load_chapter_results
 
     saved = load_chapter_results(ROOT / "notebooks" / "results")[chapter]
     assert saved["numbers"].get("items", 0) >= 2000, f"{chapter}: run it on the book's evaluation set"

@@ -15,20 +15,24 @@ import signal
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import pruned_for_export
 
 from streamline_lib.cli import main
-from streamline_lib.export import (CUSTOM_WEIGHTS_FILE, METADATA_FILE, claim_export_folder, read_metadata,
-                                   record_evaluation, save_pruned, verify_export)
-from streamline_lib.files import TEMPORARY_PREFIX, default_file_mode
-from streamline_lib.model_card import CARD_FILE
-from streamline_lib.output_folder import CLAIM_FILE
-
-from test_export import _pruned, tiny  # noqa: F401  (the tiny llama model and tokenizer fixture)
+from streamline_lib.core.files import TEMPORARY_PREFIX, default_file_mode
+from streamline_lib.export import (
+    CUSTOM_WEIGHTS_FILE,
+    METADATA_FILE,
+    claim_export_folder,
+    read_metadata,
+    record_evaluation,
+    save_pruned,
+    verify_export,
+)
+from streamline_lib.export.model_card import CARD_FILE
+from streamline_lib.export.output_folder import CLAIM_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 EVALUATION = {"tasks": {"piqa": {"acc": 0.5, "items": 10}}, "average": {"acc": 0.5}, "items": 10,
@@ -45,9 +49,9 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def export(tiny, tmp_path):  # noqa: F811
+def export(tiny, tmp_path):
     model, tokenizer = tiny
-    return save_pruned(_pruned(model, "none"), tokenizer, tmp_path / "exp", source_model="tiny", metric="cosine")
+    return save_pruned(pruned_for_export(model, "none"), tokenizer, tmp_path / "exp", source_model="tiny", metric="cosine")
 
 
 def _error(capsys, argv) -> str:
@@ -78,14 +82,14 @@ def test_force_never_replaces_the_home_folder(capsys, tmp_path, monkeypatch):
     assert "home folder" in line
 
 
-def test_force_replaces_an_export_but_not_one_with_the_users_files(tiny, export):  # noqa: F811
+def test_force_replaces_an_export_but_not_one_with_the_users_files(tiny, export):
     model, tokenizer = tiny
     (export / "my-notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="my-notes.txt"):
-        save_pruned(_pruned(model, "none"), tokenizer, export, source_model="tiny", overwrite=True)
+        save_pruned(pruned_for_export(model, "none"), tokenizer, export, source_model="tiny", overwrite=True)
     assert (export / "my-notes.txt").read_text() == "mine"
     (export / "my-notes.txt").unlink()
-    save_pruned(_pruned(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
+    save_pruned(pruned_for_export(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
     assert read_metadata(export)["replacement"] == "layer"
 
 
@@ -96,10 +100,10 @@ def test_force_does_not_replace_a_folder_that_is_not_an_export(capsys, tmp_path)
     assert "not an export" in line and (tmp_path / "photos" / "a.jpg").exists()
 
 
-def test_eval_of_a_bundled_name_never_writes_into_a_folder_of_that_name(tiny, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_eval_of_a_bundled_name_never_writes_into_a_folder_of_that_name(tiny, tmp_path, monkeypatch, capsys):
     """`eval --model smollm2-135m` beside an export ./smollm2-135m evaluated the dense model into that export."""
     model, tokenizer = tiny
-    export = save_pruned(_pruned(model, "none"), tokenizer, tmp_path / "smollm2-135m", source_model="tiny")
+    export = save_pruned(pruned_for_export(model, "none"), tokenizer, tmp_path / "smollm2-135m", source_model="tiny")
     before = _snapshot(export)
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()  # the save's progress bar
@@ -149,10 +153,10 @@ def test_a_symlinked_metadata_file_or_output_folder_is_refused(export, tmp_path,
     assert "symbolic link" in line
 
 
-def test_card_fields_cannot_start_lines_or_markup(tiny, tmp_path):  # noqa: F811
+def test_card_fields_cannot_start_lines_or_markup(tiny, tmp_path):
     model, tokenizer = tiny
     source = "evil\n$(curl x | sh)\n# Heading <script>alert(1)</script> [link](http://x)"
-    out = save_pruned(_pruned(model, "none"), tokenizer, tmp_path / "exp", source_model=source)
+    out = save_pruned(pruned_for_export(model, "none"), tokenizer, tmp_path / "exp", source_model=source)
     card = (out / CARD_FILE).read_text()
     assert not any(line.startswith(("$(curl", "# Heading")) for line in card.splitlines())
     assert "<script>" not in card and "](http" not in card
@@ -177,7 +181,7 @@ def test_a_truncated_weights_file_is_refused_by_name(export):
 # atomic replacement -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("failing_call", [1, 2])
-def test_a_failed_rename_leaves_the_old_export_whole(tiny, export, monkeypatch, failing_call):  # noqa: F811
+def test_a_failed_rename_leaves_the_old_export_whole(tiny, export, monkeypatch, failing_call):
     model, tokenizer = tiny
     before = _snapshot(export)
     real_rename, calls = os.rename, []
@@ -190,16 +194,16 @@ def test_a_failed_rename_leaves_the_old_export_whole(tiny, export, monkeypatch, 
 
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(OSError):
-        save_pruned(_pruned(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
+        save_pruned(pruned_for_export(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
     monkeypatch.setattr(os, "rename", real_rename)
     assert _snapshot(export) == before
     assert not [p for p in export.parent.iterdir() if p.name.startswith(TEMPORARY_PREFIX)]
 
 
-def test_an_undeletable_old_export_does_not_stop_the_swap(tiny, export, monkeypatch):  # noqa: F811
+def test_an_undeletable_old_export_does_not_stop_the_swap(tiny, export, monkeypatch):
     model, tokenizer = tiny
     monkeypatch.setattr("shutil.rmtree", lambda *args, **kwargs: None)  # the old export cannot be deleted
-    save_pruned(_pruned(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
+    save_pruned(pruned_for_export(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
     assert read_metadata(export)["replacement"] == "layer"  # the new export is in place, whole
     monkeypatch.undo()
     left = [p for p in export.parent.iterdir() if p.name.startswith(TEMPORARY_PREFIX)]
@@ -215,40 +219,31 @@ def _run_killed(script: str, cwd: Path) -> None:
 
 _SAVE_AND_DIE = """
     import os, signal, sys
-    import torch
-    from test_export import _pruned
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    import streamline_lib.export as export
-    import streamline_lib.output_folder as output_folder
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2)
-    backend = Tokenizer(models.WordLevel({{f"t{{i}}": i for i in range(64)}}, unk_token="t0"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="t1")
+    from helpers import pruned_for_export, tiny_llama_and_tokenizer
+    import streamline_lib.export.checkpoint as export
+    import streamline_lib.export.output_folder as output_folder
+    model, tokenizer = tiny_llama_and_tokenizer()
     die = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
     {patch}
-    export.save_pruned(_pruned(LlamaForCausalLM(config).eval(), "layer"), tokenizer, "exp", source_model="tiny",
-                       overwrite=True)
+    export.save_pruned(pruned_for_export(model, "layer"), tokenizer, "exp", source_model="tiny", overwrite=True)
 """
 
 
-def test_kill_during_save_leaves_the_old_export_and_no_lasting_temporary(tiny, export):  # noqa: F811
+def test_kill_during_save_leaves_the_old_export_and_no_lasting_temporary(tiny, export):
     """Killed while writing the new files: the old export is whole; the next save removes the leftover."""
     model, tokenizer = tiny
     before = _snapshot(export)
     _run_killed(_SAVE_AND_DIE.format(patch="export.write_model_card = die"), export.parent)
     leftovers = [p for p in export.parent.iterdir() if p.name.startswith(TEMPORARY_PREFIX)]
     assert leftovers and _snapshot(export) == before
-    save_pruned(_pruned(model, "layer"), tokenizer, export.parent / "other", source_model="tiny")
+    save_pruned(pruned_for_export(model, "layer"), tokenizer, export.parent / "other", source_model="tiny")
     assert not [p for p in export.parent.iterdir() if p.name.startswith(TEMPORARY_PREFIX)]
     assert _snapshot(export) == before and (export / CLAIM_FILE).exists()  # the dead run's claim ...
-    save_pruned(_pruned(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
+    save_pruned(pruned_for_export(model, "layer"), tokenizer, export, source_model="tiny", overwrite=True)
     assert not (export / CLAIM_FILE).exists()  # ... is taken over by the next run on that folder
 
 
-def test_kill_between_the_two_renames_is_undone_by_the_next_run(tiny, export):  # noqa: F811
+def test_kill_between_the_two_renames_is_undone_by_the_next_run(tiny, export):
     """Killed after the old export was moved aside, before the new one was moved in: the next claim moves it back."""
     before = _snapshot(export)
     patch = """
@@ -274,7 +269,7 @@ def test_kill_during_training_leaves_a_claim_the_next_run_takes_over(capsys, tmp
     out = tmp_path / "exp"
     script = f"""
     import os, signal
-    import streamline_lib.pruning as pruning
+    import streamline_lib.methods.pruning as pruning
     from streamline_lib.cli import main
     pruning.train_replacement = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
     main(["prune", "--layers", "2", "--num-seqs", "2", "--seq-len", "32", "--replacement", "ffn",

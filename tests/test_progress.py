@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamline_lib.progress import progress_bar
+from streamline_lib.core.progress import progress_bar
 
 
 @pytest.mark.parametrize("value", ["1", "true", "True", "yes"])

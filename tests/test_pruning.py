@@ -6,16 +6,30 @@ import copy
 
 import pytest
 import torch
-from test_layers import ARCHS, LAYERS, batch, build, greedy, logits, skip_with_hooks
-from test_training import FAST, counting_tokens, random_tokens, tiny_llama
+from helpers import (
+    ARCHS,
+    FAST,
+    LAYERS,
+    assert_same_logits,
+    assert_same_training,
+    batch,
+    build,
+    counting_tokens,
+    greedy,
+    logits,
+    positional_and_keyword,
+    random_tokens,
+    skip_with_hooks,
+    tiny_llama,
+)
 from torch import nn
 
-from streamline_lib.layers import get_layers, num_layers, remove_layers
-from streamline_lib.linear_replacement import fit_linear_map, fold_linear_map
-from streamline_lib.pruning import prune, prune_iterative, prune_layers, prune_per_layer
-from streamline_lib.replacement import REPLACEMENTS, ResidualFFN
-from streamline_lib.scoring import score_blocks
-from streamline_lib.training import TrainConfig, train_replacement
+from streamline_lib.architecture.layers import get_layers, num_layers, remove_layers
+from streamline_lib.methods.linear_replacement import fit_linear_map, fold_linear_map
+from streamline_lib.methods.pruning import prune, prune_iterative, prune_layers, prune_per_layer
+from streamline_lib.methods.replacement import REPLACEMENTS, ResidualFFN
+from streamline_lib.methods.scoring import score_blocks
+from streamline_lib.methods.training import TrainConfig, train_replacement
 
 
 def snapshot(model: nn.Module) -> tuple[dict, dict, list]:
@@ -42,7 +56,7 @@ CASES = [(model_type, kind) for model_type in ARCHS for kind in REPLACEMENTS
 def test_prune_every_architecture_with_every_replacement(model_type, kind):
     dense = build(model_type)
     before = snapshot(dense)
-    result = prune(dense, 1, 3, kind)
+    result = prune(dense, 1, 3, replacement=kind)
     model = result.model
     assert model is not dense and (result.start, result.n, result.replacement) == (1, 3, kind)
     assert result.train_result is None
@@ -87,40 +101,44 @@ def test_prune_layers_of_one_block_says_where_it_starts_and_refuses_bad_sets():
 
 def test_replacement_parameters():
     dense = build("llama")
-    assert prune(dense, 1, 2, "none").replacement_parameters == 0
-    relu = prune(dense, 1, 2, "ffn_relu")
+    assert prune(dense, 1, 2, replacement="none").replacement_parameters == 0
+    relu = prune(dense, 1, 2, replacement="ffn_relu")
     assert relu.replacement_parameters == 32 + 2 * 32 * 128 + 128 + 32  # norm, two projections, biases
     layer = sum(p.numel() for p in get_layers(dense)[1].parameters())
-    assert prune(dense, 1, 2, "layer").replacement_parameters == layer
+    assert prune(dense, 1, 2, replacement="layer").replacement_parameters == layer
 
 
 def test_prune_trains_against_the_dense_model_and_leaves_it_alone():
     dense = tiny_llama()
     before = snapshot(dense)
-    result = prune(dense, 2, 3, "ffn_relu", random_tokens(), TrainConfig(**FAST))
+    result = prune(dense, 2, 3, replacement="ffn_relu", train_sequences=random_tokens(),
+                   train_config=TrainConfig(**FAST))
     assert result.train_result.best_val_loss < result.train_result.baseline_val_loss
     assert isinstance(get_layers(result.model)[2], ResidualFFN)
     assert_unchanged(dense, before)
 
 
 def test_cached_training_returns_the_same_replacement_and_retrains_on_any_change(tmp_path, monkeypatch):
-    import streamline_lib.pruning as pruning
+    import streamline_lib.methods.pruning as pruning
 
     dense, tokens, config = tiny_llama(), random_tokens(), TrainConfig(**FAST)
     trained = []
     monkeypatch.setattr(pruning, "train_replacement",
                         lambda *a, **k: trained.append(1) or train_replacement(*a, **k))
-    first = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
-    again = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    first = prune(dense, 2, 3, replacement="ffn", train_sequences=tokens, train_config=config, cache=tmp_path)
+    again = prune(dense, 2, 3, replacement="ffn", train_sequences=tokens, train_config=config, cache=tmp_path)
     assert len(trained) == 1
     assert again.train_result == first.train_result
     with torch.no_grad():
         torch.testing.assert_close(again.model(tokens[:2]).logits, first.model(tokens[:2]).logits, rtol=0, atol=0)
-    prune(dense, 2, 3, "ffn", tokens[:-1], config, cache=tmp_path)  # other training tokens
-    prune(dense, 2, 3, "ffn", tokens, TrainConfig(**{**FAST, "lr": 2e-2}), cache=tmp_path)  # other settings
-    prune(dense, 1, 3, "ffn", tokens, config, cache=tmp_path)  # another block
+    prune(dense, 2, 3, replacement="ffn", train_sequences=tokens[:-1], train_config=config,
+          cache=tmp_path)  # other training tokens
+    prune(dense, 2, 3, replacement="ffn", train_sequences=tokens, train_config=TrainConfig(**{**FAST, "lr": 2e-2}),
+          cache=tmp_path)  # other settings
+    prune(dense, 1, 3, replacement="ffn", train_sequences=tokens, train_config=config, cache=tmp_path)  # another block
     assert len(trained) == 4
-    prune(dense, 2, 3, "ffn", tokens, TrainConfig(**{**FAST, "progress": True}), cache=tmp_path)
+    prune(dense, 2, 3, replacement="ffn", train_sequences=tokens,
+          train_config=TrainConfig(**{**FAST, "progress": True}), cache=tmp_path)
     assert len(trained) == 4  # progress bars do not change the weights
 
 
@@ -136,33 +154,36 @@ def _flip_a_bit_at_the_end(path) -> None:  # in the last weight's bytes, not the
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_bit_at_the_end])
 def test_damaged_cached_weights_are_trained_again(tmp_path, monkeypatch, damage):
-    import streamline_lib.pruning as pruning
+    import streamline_lib.methods.pruning as pruning
 
     dense, tokens, config = tiny_llama(), random_tokens(), TrainConfig(**FAST)
     trained = []
     monkeypatch.setattr(pruning, "train_replacement",
                         lambda *a, **k: trained.append(1) or train_replacement(*a, **k))
-    first = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    first = prune(dense, 2, 3, replacement="ffn", train_sequences=tokens, train_config=config, cache=tmp_path)
     (weights,) = tmp_path.glob("*.safetensors")
     damage(weights)
     with pytest.warns(RuntimeWarning, match=r"ignoring the cached trained weights .*safetensors: .*; training them again"):
-        again = prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+        again = prune(dense, 2, 3, replacement="ffn", train_sequences=tokens, train_config=config, cache=tmp_path)
     assert len(trained) == 2, "trained again"
     with torch.no_grad():
         torch.testing.assert_close(again.model(tokens[:2]).logits, first.model(tokens[:2]).logits, rtol=0, atol=0)
-    prune(dense, 2, 3, "ffn", tokens, config, cache=tmp_path)
+    prune(dense, 2, 3, replacement="ffn", train_sequences=tokens, train_config=config, cache=tmp_path)
     assert len(trained) == 2, "the rewritten entry verifies"
 
 
 def test_prune_with_lm_loss():
     dense = tiny_llama()
-    result = prune(dense, 2, 3, "layer", counting_tokens(), TrainConfig(**{**FAST, "loss": "lm"}))
+    result = prune(dense, 2, 3, replacement="layer", train_sequences=counting_tokens(),
+                   train_config=TrainConfig(**{**FAST, "loss": "lm"}))
     assert result.train_result.loss == "lm"
     assert result.train_result.best_val_loss < result.train_result.baseline_val_loss
 
 
 def test_none_ignores_training_sequences():
-    assert prune(build("llama"), 1, 2, "none", random_tokens(), TrainConfig(**FAST)).train_result is None
+    result = prune(build("llama"), 1, 2, replacement="none", train_sequences=random_tokens(),
+                   train_config=TrainConfig(**FAST))
+    assert result.train_result is None
 
 
 @pytest.mark.parametrize(
@@ -180,7 +201,7 @@ def test_bad_arguments_are_refused_before_copying(start, n, kind, message):
     dense = build("llama")
     before = snapshot(dense)
     with pytest.raises(ValueError, match=message):
-        prune(dense, start, n, kind)
+        prune(dense, start, n, replacement=kind)
     assert_unchanged(dense, before)
 
 
@@ -188,15 +209,17 @@ def test_per_layer_trains_one_module_per_layer_on_its_own_pair():
     dense = tiny_llama()
     before = snapshot(dense)
     tokens = random_tokens()
-    result = prune_per_layer(dense, 2, 3, "ffn_relu", tokens, TrainConfig(**FAST))
+    result = prune_per_layer(dense, 2, 3, replacement="ffn_relu", train_sequences=tokens,
+                             train_config=TrainConfig(**FAST))
     assert_unchanged(dense, before)
     assert num_layers(result.model) == 6 and len(result.train_results) == 3
     modules = get_layers(result.model)[2:5]
     assert all(isinstance(m, ResidualFFN) for m in modules)
-    assert result.replacement_parameters == 3 * prune(dense, 2, 3, "ffn_relu").replacement_parameters
+    assert result.replacement_parameters == 3 * prune(dense, 2, 3, replacement="ffn_relu").replacement_parameters
     for i, trained in enumerate(result.train_results):  # module i is what prune trains for layer 2 + i alone
         assert trained.best_val_loss < trained.baseline_val_loss
-        single = prune(dense, 2 + i, 1, "ffn_relu", tokens, TrainConfig(**FAST))
+        single = prune(dense, 2 + i, 1, replacement="ffn_relu", train_sequences=tokens,
+                       train_config=TrainConfig(**FAST))
         assert single.train_result.val_losses == trained.val_losses
         torch.testing.assert_close(get_layers(single.model)[2 + i].state_dict(), modules[i].state_dict())
     for p, q in zip(get_layers(result.model)[5].parameters(), get_layers(dense)[5].parameters()):
@@ -207,16 +230,17 @@ def test_per_layer_refuses_what_would_prune_nothing():
     dense = build("llama")
     for kind in ("layer", "none", "linear"):
         with pytest.raises(ValueError, match=f"replacement='{kind}' cannot be used per layer"):
-            prune_per_layer(dense, 1, 2, kind, random_tokens())
+            prune_per_layer(dense, 1, 2, replacement=kind, train_sequences=random_tokens())
     with pytest.raises(ValueError, match=r"start=4 \+ n=3 = 7 runs past the last layer"):
-        prune_per_layer(dense, 4, 3, "ffn", random_tokens())
+        prune_per_layer(dense, 4, 3, replacement="ffn", train_sequences=random_tokens())
 
 
 def test_iterative_plain_removal_records_the_original_layers():
     dense = tiny_llama()
     before = snapshot(dense)
     calibration = random_tokens(8)
-    result = prune_iterative(dense, 2, "none", calibration, train_config=TrainConfig(progress=False))
+    result = prune_iterative(dense, 2, replacement="none", calibration_sequences=calibration,
+                             train_config=TrainConfig(progress=False))
     assert num_layers(result.model) == 4 and len(result.removed) == len(set(result.removed)) == 2
     assert result.layer_map == tuple(i for i in range(6) if i not in result.removed)
     # round 1 picks the best single layer of the dense model, round 2 that of the model after round 1
@@ -235,7 +259,8 @@ def test_iterative_plain_removal_records_the_original_layers():
 
 def test_iterative_ffn_replaces_original_layers_only_and_trains_each_round():
     dense = tiny_llama()
-    result = prune_iterative(dense, 3, "ffn_relu", random_tokens(8), random_tokens(), TrainConfig(**FAST))
+    result = prune_iterative(dense, 3, replacement="ffn_relu", calibration_sequences=random_tokens(8),
+                             train_sequences=random_tokens(), train_config=TrainConfig(**FAST))
     assert num_layers(result.model) == 6  # one FFN per replaced layer
     assert result.layer_map.count(None) == 3 and 0 not in result.starts
     assert sorted(result.removed) == sorted(set(range(6)) - {i for i in result.layer_map if i is not None})
@@ -247,18 +272,18 @@ def test_iterative_ffn_replaces_original_layers_only_and_trains_each_round():
 def test_iterative_refuses_layer_and_too_many_rounds():
     dense = build("llama")
     with pytest.raises(ValueError, match="replacement='layer' cannot be used iteratively"):
-        prune_iterative(dense, 2, "layer", random_tokens(4))
+        prune_iterative(dense, 2, replacement="layer", calibration_sequences=random_tokens(4))
     with pytest.raises(ValueError, match="n=6 rounds cannot prune a model with 6 layers; use 1 <= n <= 5"):
-        prune_iterative(dense, 6, "none", random_tokens(4))
+        prune_iterative(dense, 6, replacement="none", calibration_sequences=random_tokens(4))
     with pytest.raises(ValueError, match="unknown replacement"):
-        prune_iterative(dense, 2, "lora", random_tokens(4))
+        prune_iterative(dense, 2, replacement="lora", calibration_sequences=random_tokens(4))
 
 
 def test_linear_replacement_folds_the_fitted_map_and_removes_the_block():
     dense = tiny_llama()
     before = snapshot(dense)
     tokens = random_tokens()
-    result = prune(dense, 2, 3, "linear", tokens, TrainConfig(**FAST))
+    result = prune(dense, 2, 3, replacement="linear", train_sequences=tokens, train_config=TrainConfig(**FAST))
     assert num_layers(result.model) == 3 and result.replacement_parameters == 0 and result.train_result is None
     assert result.linear_fit.fitted_error < result.linear_fit.removal_error
     assert type(result.model) is type(dense)  # a plain model of the architecture: nothing was added
@@ -268,15 +293,36 @@ def test_linear_replacement_folds_the_fitted_map_and_removes_the_block():
     remove_layers(expected, 2, 3)
     inputs = {"input_ids": tokens[:4], "attention_mask": torch.ones_like(tokens[:4])}
     torch.testing.assert_close(logits(result.model, inputs), logits(expected, inputs))
-    untrained = prune(dense, 2, 3, "linear")  # no tokens: the identity map, i.e. plain removal
+    untrained = prune(dense, 2, 3, replacement="linear")  # no tokens: the identity map, i.e. plain removal
     torch.testing.assert_close(logits(untrained.model, inputs), logits(prune(dense, 2, 3).model, inputs))
     with pytest.raises(ValueError, match="start >= 1"):
-        prune(dense, 0, 2, "linear", tokens)
+        prune(dense, 0, 2, replacement="linear", train_sequences=tokens)
     assert_unchanged(dense, before)
 
 
 def test_iterative_linear_removes_layers_and_folds_a_map_each_round():
     dense = tiny_llama()
-    result = prune_iterative(dense, 2, "linear", random_tokens(8), random_tokens(), TrainConfig(**FAST))
+    result = prune_iterative(dense, 2, replacement="linear", calibration_sequences=random_tokens(8),
+                             train_sequences=random_tokens(), train_config=TrainConfig(**FAST))
     assert num_layers(result.model) == 4 and 0 not in result.starts
     assert result.layer_map == tuple(i for i in range(6) if i not in result.removed)
+
+
+def test_arguments_after_the_block_still_work_by_position_with_a_deprecation_warning():
+    """The notebooks' form, e.g. ``prune(model, start, n, "ffn", train, config, cache=True)``, until they move."""
+    dense, tokens, config = tiny_llama(), random_tokens(), TrainConfig(**FAST)
+    old, new = positional_and_keyword(prune, (dense, 2, 3),
+                                      dict(replacement="ffn_relu", train_sequences=tokens, train_config=config),
+                                      cache=False)  # a keyword beside them, as the notebooks pass cache=True
+    assert (old.start, old.n, old.replacement) == (2, 3, "ffn_relu")
+    assert_same_training(old.train_result, new.train_result)
+    assert_same_logits(old.model, new.model, tokens[:2])
+    old, new = positional_and_keyword(prune_per_layer, (dense, 2, 2),
+                                      dict(replacement="ffn_relu", train_sequences=tokens, train_config=config))
+    assert_same_training(old.train_results, new.train_results)
+    assert_same_logits(old.model, new.model, tokens[:2])
+    old, new = positional_and_keyword(prune_iterative, (dense, 2),
+                                      dict(replacement="none", calibration_sequences=random_tokens(8)),
+                                      train_config=TrainConfig(progress=False))
+    assert old.removed == new.removed
+    assert_same_logits(old.model, new.model, tokens[:2])

@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
-from test_layers import ARCHS, batch, build, logits
+from helpers import ARCHS, batch, build, logits
 from torch import nn
 
-from streamline_lib.layers import final_norm, get_layers, remove_layers, replace_block
-from streamline_lib.replacement import ResidualFFN, SwiGLU, is_llama_style, make_ffn_like, make_replacement
+from streamline_lib.architecture.layers import final_norm, get_layers, remove_layers, replace_block
+from streamline_lib.methods.replacement import ResidualFFN, SwiGLU, is_llama_style, make_ffn_like, make_replacement
 
 
 def replaced(model: nn.Module, kind: str, start: int = 1, n: int = 3, seed: int = 0) -> nn.Module:

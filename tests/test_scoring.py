@@ -8,22 +8,22 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from streamline_lib.architecture.hidden_states import iter_hidden_states
+from streamline_lib.architecture.layers import get_layers
 from streamline_lib.evaluation import perplexity
-from streamline_lib.hidden_states import iter_hidden_states
-from streamline_lib.layers import get_layers
-from streamline_lib.scoring import (
+from streamline_lib.methods.scoring import (
     METRICS,
     BlockScores,
     block_influence,
     block_removed,
     block_scores,
-    layers_removed,
-    sleb_layers,
     collect_stats,
+    layers_removed,
     perplexity_scores,
     score_blocks,
     score_matrix,
     shortgpt_layers,
+    sleb_layers,
 )
 
 LAYERS = 5
@@ -263,7 +263,7 @@ def test_sleb_removes_greedily_by_calibration_perplexity(model, seqs, tmp_path, 
             assert perplexity(model, seqs, 2, progress=False) >= result.perplexities[1] - 1e-9
     assert sleb_layers(model, seqs, 3, batch_size=2, progress=False) == result  # deterministic
     cached = sleb_layers(model, seqs, 3, batch_size=2, progress=False, cache=tmp_path)
-    monkeypatch.setattr("streamline_lib.scoring.perplexity", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr("streamline_lib.methods.scoring.perplexity", lambda *a, **k: pytest.fail("recomputed"))
     assert sleb_layers(model, seqs, 3, batch_size=2, progress=False, cache=tmp_path) == cached == result
     with pytest.raises(ValueError, match="ask for 1 .. 3"):
         result.first(4)

@@ -6,13 +6,20 @@ import copy
 
 import pytest
 import torch
+from helpers import (
+    FAST,
+    VOCAB,
+    assert_same_logits,
+    assert_same_training,
+    counting_tokens,
+    positional_and_keyword,
+    tiny_llama,
+)
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from streamline_lib.sharing import reference_layers, sharing_pattern, sharp
-from streamline_lib.sparsity import parameter_budget
-from streamline_lib.training import TrainConfig
-
-from test_training import FAST, VOCAB, counting_tokens, tiny_llama
+from streamline_lib.methods.sharing import reference_layers, sharing_pattern, sharp
+from streamline_lib.methods.sparsity import parameter_budget
+from streamline_lib.methods.training import TrainConfig
 
 SLW = TrainConfig(**FAST)
 SFT = TrainConfig(**{**FAST, "loss": "lm"})
@@ -108,8 +115,8 @@ def test_cache_returns_the_trained_recovery_without_training(tmp_path, monkeypat
     def no_training(*args, **kw):
         raise AssertionError("trained again despite the cache")
 
-    monkeypatch.setattr("streamline_lib.sharing.train_module", no_training)
-    monkeypatch.setattr("streamline_lib.sharing.train_adapters", no_training)
+    monkeypatch.setattr("streamline_lib.methods.sharing.train_module", no_training)
+    monkeypatch.setattr("streamline_lib.methods.sharing.train_adapters", no_training)
     cached = sharp(dense, [2, 4], **kwargs)
     assert cached.sft_result == trained.sft_result and cached.slw_results == trained.slw_results
     with torch.no_grad():
@@ -127,3 +134,12 @@ def test_bad_input_is_refused():
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4))
     with pytest.raises(ValueError, match="no MLP of nn.Linear projections"):
         sharp(gpt2, [2])
+
+
+def test_settings_after_the_layers_still_work_by_position_with_a_deprecation_warning():
+    dense, tokens = tiny_llama(), counting_tokens()
+    moved = dict(rank=2, alpha=4.0, slw_sequences=tokens[:8], slw_config=SLW, sft_sequences=tokens, sft_config=SFT)
+    old, new = positional_and_keyword(sharp, (dense, [2, 4]), moved)
+    assert old.rank == new.rank and old.recovery_parameters == new.recovery_parameters
+    assert_same_training((*old.slw_results, old.sft_result), (*new.slw_results, new.sft_result))
+    assert_same_logits(old.model, new.model, tokens[:2])

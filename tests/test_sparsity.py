@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from streamline_lib.sparsity import layers_for_sparsity, parameter_budget, sparsity_report
+from streamline_lib.methods.sparsity import layers_for_sparsity, parameter_budget, sparsity_report
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from streamline_lib import speed
+from streamline_lib.evaluation import speed
 
 
 def tiny() -> LlamaForCausalLM:

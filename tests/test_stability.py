@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from streamline_lib.stability import stability, stability_authors_published, stability_weights
-from streamline_lib.zero_shot import ItemResult
+from streamline_lib.evaluation.stability import stability, stability_authors_published, stability_weights
+from streamline_lib.evaluation.zero_shot import ItemResult
 
 
 def _item(index: int, ppls: tuple[float, ...], gold: int, num_chars: tuple[int, ...] | None = None,

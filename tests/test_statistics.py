@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from streamline_lib.statistics import (
+from streamline_lib.evaluation.statistics import (
     Interval,
     accuracy_interval,
     compare,
@@ -17,7 +17,7 @@ from streamline_lib.statistics import (
     precision_note,
     tasks_above_chance,
 )
-from streamline_lib.zero_shot import ItemResult, TaskResult, ZeroShotResult
+from streamline_lib.evaluation.zero_shot import ItemResult, TaskResult, ZeroShotResult
 
 
 def _task(name: str, correct, margin: float = 1.0, options: int = 2) -> TaskResult:

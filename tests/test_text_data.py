@@ -7,15 +7,11 @@ from collections import Counter
 
 import pytest
 import torch
-from test_training import FAST, VOCAB, random_tokens, tiny_llama
+from helpers import FAST, VOCAB, random_tokens, tiny_llama
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from streamline_lib.evaluation import perplexity
-from streamline_lib.healing import heal_with_lora
-from streamline_lib.pruning import prune
-from streamline_lib.scoring import collect_stats
-from streamline_lib.text_data import (
+from streamline_lib.data.text_data import (
     CORPORA,
     SPLITS,
     available_sequences,
@@ -25,7 +21,11 @@ from streamline_lib.text_data import (
     token_sequences,
     token_sequences_from_text,
 )
-from streamline_lib.training import TrainConfig
+from streamline_lib.evaluation import perplexity
+from streamline_lib.methods.healing import heal_with_lora
+from streamline_lib.methods.pruning import prune
+from streamline_lib.methods.scoring import collect_stats
+from streamline_lib.methods.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +198,10 @@ def test_corpus_cache_is_per_tokenizer(tokenizer):
     check_token_ids,
     lambda model, seqs: collect_stats(model, seqs, progress=False),
     lambda model, seqs: perplexity(model, seqs, progress=False),
-    lambda model, seqs: prune(model, 2, 2, "ffn", seqs, TrainConfig(**FAST)),
-    lambda model, seqs: prune(model, 2, 2, "linear", seqs, TrainConfig(**FAST)),
-    lambda model, seqs: heal_with_lora(model, seqs, TrainConfig(**{**FAST, "loss": "lm"})),
+    lambda model, seqs: prune(model, 2, 2, replacement="ffn", train_sequences=seqs, train_config=TrainConfig(**FAST)),
+    lambda model, seqs: prune(model, 2, 2, replacement="linear", train_sequences=seqs,
+                              train_config=TrainConfig(**FAST)),
+    lambda model, seqs: heal_with_lora(model, seqs, config=TrainConfig(**{**FAST, "loss": "lm"})),
 ], ids=["check", "scoring", "perplexity", "training", "linear_map", "healing"])
 def test_token_ids_outside_the_vocabulary_are_refused_wherever_sequences_enter(use, bad_id):
     sequences = random_tokens(8, 8)

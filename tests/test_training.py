@@ -7,36 +7,15 @@ import math
 
 import pytest
 import torch
+from helpers import FAST, counting_tokens, random_tokens, tiny_llama
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from streamline_lib.layers import get_layers, replace_block
-from streamline_lib.replacement import make_replacement
-from streamline_lib.training import TrainConfig, TrainResult, learning_rate, train_module, train_replacement
+from streamline_lib.architecture.layers import get_layers, replace_block
+from streamline_lib.methods.replacement import make_replacement
+from streamline_lib.methods.training import TrainConfig, TrainResult, learning_rate, train_module, train_replacement
 
-VOCAB = 64
 START, N = 2, 3
-# A few dozen steps at a high learning rate. 64 sequences leave a smaller last batch in
-# both the training (51) and the validation (13) sequences.
-FAST = dict(lr=1e-2, min_lr=1e-3, batch_size=4, epochs=3, val_fraction=0.2, eval_every=4, progress=False)
-
-
-def tiny_llama(dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
-    """A random 6-layer llama whose layers change the hidden state noticeably (init std 0.1)."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.1)
-    return LlamaForCausalLM(config).to(dtype).eval()
-
-
-def random_tokens(num_seqs: int = 64, seq_len: int = 16) -> torch.Tensor:
-    return torch.randint(3, VOCAB, (num_seqs, seq_len), generator=torch.Generator().manual_seed(1))
-
-
-def counting_tokens(num_seqs: int = 32, seq_len: int = 16) -> torch.Tensor:
-    """Sequences that count up (mod VOCAB) from a random start: a next-token rule to learn."""
-    starts = torch.randint(0, VOCAB, (num_seqs, 1), generator=torch.Generator().manual_seed(1))
-    return (starts + torch.arange(seq_len)) % VOCAB
 
 
 def pruned_with(dense: nn.Module, kind: str, seed: int = 0) -> nn.Module:

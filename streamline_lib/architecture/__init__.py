@@ -1,0 +1,1 @@
+"""Decoder layers of the supported architectures: find, remove and replace them, and read their hidden states."""

@@ -1,0 +1,115 @@
+"""The claims ledger: each chapter saves its verdicts and key numbers; the ledger page reads them.
+
+A chapter calls :func:`save_chapter_results` at its end with one :class:`ClaimVerdict`
+per claim it checks and the numbers behind them. Claim ids name the paper by their
+letter: C1-C12 are LLM-Streamline's (the paper notes), S1.. SHARP's and R1.. ReplaceMe's
+(the peers chapter).
+The file is JSON, one per chapter, so a reader can open it and a later chapter or the
+ledger can read it without re-running anything. :func:`ledger` puts every saved
+verdict into one table, ordered by claim; :func:`ledger_by_model` puts several models' runs
+(each saved to its own folder) side by side, one column per model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas
+
+from ..core.files import TEMPORARY_PREFIX, atomic_write_text
+
+__all__ = ["VERDICTS", "PAPERS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
+           "NOT_RUN", "ledger_by_model"]
+
+VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "does not apply")
+"""The verdicts, in the ledger's order. ``does not apply``: the claim cannot be tested on this model
+(e.g. a sparsity its embedding's share of the parameters makes impossible); ``why`` says what stops it."""
+NOT_RUN = "not run"
+"""What :func:`ledger_by_model` shows for a claim that a model's folder holds no verdict for."""
+PAPERS: dict[str, str] = {"C": "LLM-Streamline", "S": "SHARP", "R": "ReplaceMe"}
+"""Claim-id letter -> the paper whose claim it is, in the ledger's order."""
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """One claim checked on our model: what the paper reports, what we measured, and the verdict."""
+
+    claim: str  # a letter of PAPERS and a number: "C1" .. "C12" (paper notes), "S1", "R1", ...
+    statement: str  # the claim in one sentence
+    paper: str  # the paper's number or finding
+    paper_source: str  # where it is from: a table of the paper, the authors' repository, ...
+    ours: str  # our number or finding, formatted from computed values
+    verdict: str  # one of VERDICTS
+    why: str  # one line
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(rf"[{''.join(PAPERS)}]\d{{1,2}}", self.claim):
+            letters = ", ".join(f"{letter}: {paper}" for letter, paper in PAPERS.items())
+            raise ValueError(f"claim {self.claim!r}: use a paper's letter ({letters}) and a number, "
+                             "e.g. C1 .. C12 for the paper notes' claims")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} for {self.claim}: use one of {', '.join(VERDICTS)}")
+
+
+def save_chapter_results(folder: str | os.PathLike, chapter: str, verdicts: list[ClaimVerdict],
+                         numbers: dict[str, Any]) -> Path:
+    """Write ``folder/<chapter>.json`` atomically with the chapter's verdicts and key numbers; returns the path."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    file = path / f"{chapter}.json"
+    document = {"chapter": chapter, "verdicts": [asdict(v) for v in verdicts], "numbers": numbers}
+    return atomic_write_text(file, json.dumps(document, indent=1, ensure_ascii=False, default=float) + "\n")
+
+
+def load_chapter_results(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Every chapter's saved results in ``folder``, by chapter name (empty when none were saved)."""
+    files = sorted(f for f in Path(folder).glob("*.json") if not f.name.startswith(TEMPORARY_PREFIX))
+    return {file.stem: json.loads(file.read_text(encoding="utf-8")) for file in files}
+
+
+def _claim_order(claim: str) -> tuple[int, int]:
+    """LLM-Streamline's claims first, then each peer's; by number within a paper (C2 before C10)."""
+    return list(PAPERS).index(claim[0]), int(claim[1:])
+
+
+def ledger(folder: str | os.PathLike) -> pandas.DataFrame:
+    """One row per claim verdict saved in ``folder``, ordered by claim, with its chapter."""
+    rows = [
+        {"chapter": chapter, **verdict}
+        for chapter, document in load_chapter_results(folder).items()
+        for verdict in document["verdicts"]
+    ]
+    columns = ["claim", "statement", "paper", "paper_source", "ours", "verdict", "why", "chapter"]
+    table = pandas.DataFrame(rows, columns=columns)
+    order = sorted(range(len(table)), key=lambda i: (_claim_order(table["claim"][i]), table["chapter"][i]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def ledger_by_model(folders: Mapping[str, str | os.PathLike]) -> pandas.DataFrame:
+    """One row per claim checked on any model, with each model's result and verdict side by side.
+
+    ``folders`` maps a model's name (the column label) to the folder its chapters saved their
+    results to. The claim's statement, the paper's number and the chapter come from the first
+    model that checked it; per model, ``<model>: ours`` and ``<model>: verdict`` (:data:`NOT_RUN`
+    where that model's folder holds no verdict for the claim) and ``<model>: why``.
+    """
+    tables = {name: ledger(folder).drop_duplicates("claim").set_index("claim") for name, folder in folders.items()}
+    claims = sorted({claim for table in tables.values() for claim in table.index}, key=_claim_order)
+    shared = ["statement", "paper", "paper_source", "chapter"]
+    rows = []
+    for claim in claims:
+        first = next(table.loc[claim] for table in tables.values() if claim in table.index)
+        row = {"claim": claim, **{column: first[column] for column in shared}}
+        for name, table in tables.items():
+            found = claim in table.index
+            row[f"{name}: ours"] = table.loc[claim, "ours"] if found else ""
+            row[f"{name}: verdict"] = table.loc[claim, "verdict"] if found else NOT_RUN
+            row[f"{name}: why"] = table.loc[claim, "why"] if found else ""
+        rows.append(row)
+    columns = ["claim", *shared] + [f"{name}: {part}" for name in folders for part in ("ours", "verdict", "why")]
+    return pandas.DataFrame(rows, columns=columns)

@@ -1,0 +1,21 @@
+"""Measure a (pruned) model: perplexity, zero-shot and generative accuracy, intervals, stability, speed.
+
+Perplexity is in :mod:`~streamline_lib.evaluation.held_out`; zero-shot multiple-choice accuracy
+(lm-eval's ``acc`` / ``acc_norm``, cached on disk with ``cache``) in :mod:`~streamline_lib.evaluation.zero_shot`.
+Their main entry points are re-exported here so that one import serves both.
+"""
+
+from .held_out import perplexity
+from .zero_shot import (
+                        ItemResult,
+                        RetentionUndefinedWarning,
+                        TaskResult,
+                        ZeroShotResult,
+                        above_chance_retention,
+                        evaluate_zero_shot,
+                        results_table,
+                        retention,
+)
+
+__all__ = ["perplexity", "evaluate_zero_shot", "ZeroShotResult", "TaskResult", "ItemResult", "retention",
+           "above_chance_retention", "RetentionUndefinedWarning", "results_table"]

@@ -1,0 +1,200 @@
+"""The lightweight networks that LLM-Streamline puts in place of a removed block of layers.
+
+A block of ``n`` decoder layers maps ``h_start`` to ``h_{start+n}``; after pruning, one
+small module takes its place and is trained to do the same (:mod:`streamline_lib.methods.training`).
+The variants compared in the paper, by their public names (:data:`REPLACEMENTS`):
+
+* ``none``: plain removal, no module (what ShortGPT and Gromov et al. do);
+* ``ffn``: a SwiGLU MLP shaped like the model's own, ``d -> intermediate -> d``;
+* ``ffn_relu``: the authors' example, ``Linear(d, 4d) -> ReLU -> Linear(4d, d)``;
+* ``layer``: one decoder layer of the model's own class, a copy of the first removed
+  layer (the authors' default);
+* ``linear``: no module at all: ReplaceMe's least-squares linear map, folded into the
+  MLP output projection of the layer before the block
+  (:mod:`streamline_lib.methods.linear_replacement`), so the pruned model is a plain model.
+
+The FFN variants are **residual**, ``h + f(norm(h))``, with a fresh pre-norm of the
+model's own norm class. The block they stand in for is itself a stack of residual
+updates: ``h_{start+n} = h_start + sum of the layers' updates``, and in a redundant
+block (high cosine similarity between ``h_start`` and ``h_{start+n}``) that sum is
+small next to ``h_start``. So the module only has to learn the small update, not
+reproduce the whole large hidden state, and the untrained module can be made to
+equal plain removal (``f = 0``), a baseline training can only improve on. The norm
+matters because hidden-state norms grow with depth: without it the MLP would see
+inputs of very different scale at different depths and in different models.
+
+Initialisation (deterministic with ``seed``): fresh weights with the **last projection
+zero**, so the untrained module is exactly plain removal and only the training moves
+it away. An ``ffn`` that starts as a copy of the first removed layer's MLP (the
+layer without its attention) was this library's earlier choice for llama-style
+models; on SmolLM2-135M at 25% it starts *worse* than removal (the MLP's update
+was tuned for a hidden state that attention had already changed) and stays behind
+the zero start all through training (with the book's budget, held-out perplexity
+50.7 vs 44.3 with the library's loss, 55.6 vs 51.0 with the paper's; the
+replacement chapter shows the run).
+
+Every module here takes a decoder layer's call, ``(hidden_states, *args, **kwargs)``,
+ignores everything but the hidden states (positional arguments of GPT-2, ``layer_past``
+of GPT-NeoX, masks, rotary embeddings, the KV cache) and returns a tensor, as every
+supported architecture's decoder layers do in transformers 5 (the models' forward
+takes ``hidden_states = layer(...)`` as a tensor). So no per-architecture wrapper is
+needed. They write no KV cache, so they may not sit at position 0, whose cache length
+``generate`` reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from ..architecture.layers import check_block, final_norm, get_layers
+from .linear_replacement import check_linear_block
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = [
+    "NO_MODULE", "REPLACEMENTS", "SwiGLU", "ResidualFFN", "check_replacement", "is_llama_style", "make_ffn_like", "make_replacement",
+]
+
+REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "layer", "linear")
+"""The replacement variants, by public name; see the module docstring."""
+
+NO_MODULE: tuple[str, ...] = ("none", "linear")
+"""The replacements that leave no module where the block was: the block's layers are removed."""
+
+
+def check_replacement(kind: str) -> None:
+    """Raise ``ValueError`` unless ``kind`` is one of :data:`REPLACEMENTS`."""
+    if kind not in REPLACEMENTS:
+        raise ValueError(f"unknown replacement {kind!r}; choose one of: {', '.join(REPLACEMENTS)}")
+
+
+class SwiGLU(nn.Module):
+    """``down(silu(gate(x)) * up(x))``: the llama-family MLP, with llama's attribute names."""
+
+    def __init__(self, gate_proj: nn.Linear, up_proj: nn.Linear, down_proj: nn.Linear) -> None:
+        super().__init__()
+        self.gate_proj = gate_proj
+        self.up_proj = up_proj
+        self.down_proj = down_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class ResidualFFN(nn.Module):
+    """``h + mlp(norm(h))``, called like a decoder layer; see the module docstring."""
+
+    def __init__(self, norm: nn.Module, mlp: nn.Module) -> None:
+        super().__init__()
+        self.norm = norm
+        self.mlp = mlp
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states + self.mlp(self.norm(hidden_states))
+
+
+def _linear(d_in: int, d_out: int, bias: bool, generator: torch.Generator, zero: bool = False) -> nn.Linear:
+    """A float32 CPU ``nn.Linear`` initialised as PyTorch does, from ``generator`` (zero if ``zero``).
+
+    Biases start at zero. The global random state is neither used nor advanced.
+    """
+    linear = nn.utils.skip_init(nn.Linear, d_in, d_out, bias=bias)
+    with torch.no_grad():
+        if zero:
+            linear.weight.zero_()
+        else:
+            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+        if bias:
+            linear.bias.zero_()
+    return linear
+
+
+def _fresh_norm(model: PreTrainedModel, hidden: int) -> nn.Module:
+    """A new norm of the model's own class and epsilon, at its identity initialisation.
+
+    The class is the final norm's (LayerNorm or the architecture's RMSNorm, e.g. Gemma's
+    ``1 + weight`` variant); all of them take ``(hidden_size, eps)``. OPT checkpoints
+    without a final norm get a LayerNorm, their architecture's kind.
+    """
+    norm = final_norm(model)
+    if norm is None:
+        return nn.LayerNorm(hidden)
+    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon")
+    return type(norm)(hidden, eps)
+
+
+def is_llama_style(layer: nn.Module, config) -> bool:
+    """Whether decoder ``layer`` is ``h + mlp(post_attention_layernorm(h))`` with a SiLU gated MLP.
+
+    True for llama, mistral and qwen2: their ``ffn`` replacement exports as a plain decoder
+    layer with a zero attention output (:mod:`streamline_lib.export`).
+    """
+    mlp = getattr(layer, "mlp", None)
+    return (
+        all(isinstance(getattr(mlp, name, None), nn.Linear) for name in ("gate_proj", "up_proj", "down_proj"))
+        and hasattr(layer, "post_attention_layernorm")
+        and not hasattr(layer, "post_feedforward_layernorm")  # gemma3 normalises the MLP output too
+        and getattr(config, "hidden_act", None) == "silu"
+    )
+
+
+def make_ffn_like(model: PreTrainedModel, kind: str, seed: int = 0) -> ResidualFFN:
+    """A freshly initialised ``ffn`` or ``ffn_relu`` module for ``model``, with its dtype and device.
+
+    Untrained it is plain removal (last projection zero). This is what
+    :func:`make_replacement` returns for these kinds, and also the skeleton a saved
+    replacement's weights load into (it works on the ``meta`` device).
+    """
+    if kind not in ("ffn", "ffn_relu"):
+        raise ValueError(f"make_ffn_like builds 'ffn' or 'ffn_relu', not {kind!r}")
+    generator = torch.Generator().manual_seed(seed)
+    hidden = model.config.hidden_size
+    if kind == "ffn":
+        inner = getattr(model.config, "intermediate_size", None) or 4 * hidden
+        mlp = SwiGLU(
+            _linear(hidden, inner, False, generator),
+            _linear(hidden, inner, False, generator),
+            _linear(inner, hidden, False, generator, zero=True),
+        )
+    else:
+        mlp = nn.Sequential(
+            _linear(hidden, 4 * hidden, True, generator),
+            nn.ReLU(),
+            _linear(4 * hidden, hidden, True, generator, zero=True),
+        )
+    return ResidualFFN(_fresh_norm(model, hidden), mlp).to(device=model.device, dtype=model.dtype)
+
+
+def make_replacement(model: PreTrainedModel, start: int, n: int, kind: str, seed: int = 0) -> nn.Module | None:
+    """The ``kind`` replacement for layers ``start .. start+n-1`` of ``model`` (untrained), or ``None``.
+
+    ``None`` for ``kind="none"`` (plain removal) and ``"linear"`` (the block is removed and a
+    map folded into layer ``start - 1``: :func:`streamline_lib.methods.pruning.prune` does that). ``model`` is the dense model, which
+    is not changed: the ``layer`` replacement and the llama-style ``ffn`` are copies of
+    parts of layer ``start``. The module has the model's dtype and device; put it in
+    place with :func:`streamline_lib.architecture.layers.replace_block`. ``seed`` drives the fresh
+    initialisations.
+    """
+    check_replacement(kind)
+    if kind == "linear":
+        check_linear_block(model, start, n)
+    check_block(model, start, n, removing=kind in NO_MODULE)
+    if kind in NO_MODULE:
+        return None
+    layer = get_layers(model)[start]
+    if kind == "layer":
+        return copy.deepcopy(layer)
+    if start == 0:
+        raise ValueError(
+            f"replacement {kind!r} at start=0: an FFN has no attention, so it would write no KV cache at "
+            "position 0, where generate reads the cache length; prune a block with start >= 1, "
+            "or use replacement 'layer' or 'none'"
+        )
+    return make_ffn_like(model, kind, seed)
