@@ -19,13 +19,13 @@ from streamline_lib.models import load_model
 FAST_CALIBRATION = ["--num-seqs", "2", "--seq-len", "32", "--dtype", "float32"]
 
 
-@pytest.mark.parametrize("command", [[], ["score"], ["prune"], ["eval"]])
+@pytest.mark.parametrize("command", [[], ["score"], ["prune"], ["eval"], ["gguf"], ["reproduce"]])
 def test_every_command_has_help(command):
     done = subprocess.run([sys.executable, "-m", "streamline_lib.cli", *command, "--help"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: streamline")
-    for subcommand in ("score", "prune", "eval") if not command else ():
+    for subcommand in ("score", "prune", "eval", "gguf", "reproduce") if not command else ():
         assert subcommand in done.stdout
 
 
