@@ -6,13 +6,18 @@ import pytest
 
 from streamline_lib.book.claims import (
     NOT_RUN,
+    VERDICTS,
     ClaimVerdict,
+    beyond,
+    decide,
     ledger,
     ledger_by_model,
     load_chapter_results,
     save_chapter_results,
+    within,
 )
 from streamline_lib.core import files
+from streamline_lib.evaluation.statistics import Interval
 
 
 def verdict(claim: str, verdict: str = "holds") -> ClaimVerdict:
@@ -69,3 +74,32 @@ def test_ledger_by_model_puts_models_side_by_side(tmp_path):
     assert table["model a: verdict"].tolist() == ["holds", "partly", "holds"]
     assert table["model b: verdict"].tolist() == [NOT_RUN, "does not hold", "does not apply"]
     assert table.loc["C1", "chapter"] == "01_redundancy" and table.loc["C1", "model b: ours"] == ""
+
+
+@pytest.mark.parametrize(("parts", "verdict"), [
+    ({"a": True, "b": True}, "holds"),
+    ({"a": False, "b": False}, "does not hold"),
+    ({"a": True, "b": False}, "partly"),
+    ({"a": True, "b": False, "c": None}, "partly"),
+    ({"a": True, "b": None}, "undecided"),
+    ({"a": None}, "undecided"),
+    ({"a": False, "b": None}, "does not hold"),  # a part decided against sinks the claim
+])
+def test_one_rule_decides_every_claim(parts, verdict):
+    assert decide(parts) == verdict and verdict in VERDICTS
+
+
+def test_decide_refuses_no_parts_and_non_outcomes():
+    with pytest.raises(ValueError, match="at least one"):
+        decide({})
+    with pytest.raises(ValueError, match="True, False or None"):
+        decide({"a": 0.3})
+
+
+def test_an_interval_decides_only_when_it_clears_the_line_or_the_band():
+    assert beyond(Interval(0.02, 0.01, 0.03)) is True
+    assert beyond(Interval(-0.02, -0.03, -0.01)) is False
+    assert beyond(Interval(0.01, -0.01, 0.03)) is None
+    assert within(Interval(0.0, -0.01, 0.01), margin=0.015) is True  # a tie, shown
+    assert within(Interval(0.05, 0.03, 0.07), margin=0.015) is False  # a difference, shown
+    assert within(Interval(0.0, -0.03, 0.03), margin=0.015) is None  # too wide to call a tie: undecided

@@ -22,13 +22,17 @@ from typing import Any, Mapping
 import pandas
 
 from ..core.files import TEMPORARY_PREFIX, atomic_write_text
+from ..evaluation.statistics import Interval
 
-__all__ = ["VERDICTS", "PAPERS", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
+__all__ = ["VERDICTS", "PAPERS", "Outcome", "beyond", "within", "decide", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
            "NOT_RUN", "ledger_by_model"]
 
-VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "does not apply")
-"""The verdicts, in the ledger's order. ``does not apply``: the claim cannot be tested on this model
-(e.g. a sparsity its embedding's share of the parameters makes impossible); ``why`` says what stops it."""
+VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "undecided", "does not apply")
+"""The verdicts, in the ledger's order (:func:`decide` chooses among the first four). ``partly``: the
+claim's parts disagree, one holds and another does not; ``undecided``: a measurement could not decide
+(its interval straddles the line), and ``why`` gives the interval and what would decide it;
+``does not apply``: the claim cannot be tested on this model (e.g. a sparsity its embedding's share of
+the parameters makes impossible); ``why`` says what stops it."""
 NOT_RUN = "not run"
 """What :func:`ledger_by_model` shows for a claim that a model's folder holds no verdict for."""
 PAPERS: dict[str, str] = {"C": "LLM-Streamline", "S": "SHARP", "R": "ReplaceMe"}
@@ -54,6 +58,46 @@ class ClaimVerdict:
                              "e.g. C1 .. C12 for the paper notes' claims")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} for {self.claim}: use one of {', '.join(VERDICTS)}")
+
+
+Outcome = bool | None
+"""One part of a claim, measured: True (it holds), False (it does not), None (the interval cannot tell)."""
+
+
+def beyond(interval: Interval, line: float = 0.0) -> Outcome:
+    """Whether ``interval`` lies wholly above ``line`` (True), wholly below it (False), or straddles it (None).
+
+    The part "A is better than B" with ``interval`` the paired difference A - B, for example.
+    """
+    return True if interval.above(line) else False if interval.below(line) else None
+
+
+def within(interval: Interval, margin: float, centre: float = 0.0) -> Outcome:
+    """A tie as an equivalence test: True if ``interval`` lies inside ``centre ± margin``, False if it lies
+    wholly outside that band, None if it overlaps its edge (too wide to call a tie or a difference)."""
+    if centre - margin <= interval.low and interval.high <= centre + margin:
+        return True
+    return False if interval.low > centre + margin or interval.high < centre - margin else None
+
+
+def decide(parts: Mapping[str, Outcome]) -> str:
+    """The verdict of a claim from its parts, by one rule for every chapter.
+
+    ``holds`` when every part holds; ``does not hold`` when none does and at least one was
+    decided against (a part that fails sinks the claim even if another could not be decided);
+    ``partly`` when decided parts disagree; ``undecided`` when no part failed but at least one
+    could not be decided.
+    """
+    if not parts:
+        raise ValueError("a claim needs at least one measured part")
+    outcomes = set(parts.values())
+    if outcomes - {True, False, None}:
+        raise ValueError(f"parts must be True, False or None (undecided), got {parts}")
+    if {True, False} <= outcomes:
+        return "partly"
+    if False in outcomes:
+        return "does not hold"
+    return "holds" if outcomes == {True} else "undecided"
 
 
 def save_chapter_results(folder: str | os.PathLike, chapter: str, verdicts: list[ClaimVerdict],
