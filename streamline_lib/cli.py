@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "ReplaceMe's linear map; sharp, layers that reuse the MLP below them with low-rank "
                             "recovery. shortgpt, sleb and sharp take no replacement (default: block)")
     prune.add_argument("--replacement", choices=REPLACEMENTS, default="none",
-                       help="what stands in for the block: none, an FFN (SwiGLU or the authors' ReLU), "
+                       help="what stands in for the block: none, a residual FFN (ffn: SwiGLU; ffn_relu: ReLU), "
+                            "the authors' plain FFN (ffn_authors: fc2(relu(fc1(h))), no residual, no norm), "
                             "one decoder layer, or ReplaceMe's linear map fitted on the training tokens and folded "
                             "into the layer before the block (default: none)")
     prune.add_argument("--loss", choices=["mse", "lm"], default="mse", help="training loss (default: mse)")

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from streamline_lib.architecture.layers import get_layers
 from streamline_lib.export import METADATA_FILE, load_pruned, read_metadata, record_evaluation, save_pruned
 from streamline_lib.methods.pruning import prune_layers
-from streamline_lib.methods.replacement import ResidualFFN
+from streamline_lib.methods.replacement import PlainFFN, ResidualFFN
 from streamline_lib.models import load_model
 
 
@@ -51,13 +51,16 @@ def test_layers_that_are_not_neighbours_export_as_a_plain_model(tiny, tmp_path):
     assert (meta["replacement"], meta["storage"], meta["training"]) == ("none", "transformers", None)
 
 
-@pytest.mark.parametrize("replacement", ["ffn", "ffn_relu"])
+@pytest.mark.parametrize("replacement", ["ffn", "ffn_relu", "ffn_authors"])
 def test_load_pruned_restores_the_fast_ffn(tiny, tmp_path, replacement):
     model, tokenizer = tiny
     result = pruned_for_export(model, replacement)
     save_pruned(result, tokenizer, tmp_path / "out", source_model="tiny")
+    assert read_metadata(tmp_path / "out")["storage"] == ("streamline-ffn" if replacement == "ffn_authors"
+                                                          else "transformers-zero-attention" if replacement == "ffn"
+                                                          else "streamline-ffn")
     reloaded = load_pruned(tmp_path / "out")
-    assert isinstance(get_layers(reloaded)[2], ResidualFFN)
+    assert isinstance(get_layers(reloaded)[2], PlainFFN if replacement == "ffn_authors" else ResidualFFN)
     torch.testing.assert_close(_logits(reloaded, IDS), _logits(result.model, IDS))
     via_load_model, _ = load_model(str(tmp_path / "out"), dtype="float32")
     torch.testing.assert_close(_logits(via_load_model, IDS), _logits(result.model, IDS))

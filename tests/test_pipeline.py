@@ -27,6 +27,7 @@ RECIPES = {
     "block-layer": Recipe(layers=2, replacement="layer", **SMALL),
     "block-ffn": Recipe(layers=2, replacement="ffn", **SMALL),
     "block-ffn_relu": Recipe(layers=2, replacement="ffn_relu", metric="dot", **SMALL),
+    "block-ffn_authors": Recipe(layers=2, replacement="ffn_authors", metric="dot", **SMALL),
     "replaceme": Recipe(method="replaceme", layers=2, **SMALL),
     "shortgpt": Recipe(method="shortgpt", sparsity=0.3, sparsity_of="layers", **SMALL),
     "sleb": Recipe(method="sleb", layers=2, **SMALL),

@@ -10,7 +10,14 @@ from helpers import ARCHS, batch, build, logits
 from torch import nn
 
 from streamline_lib.architecture.layers import final_norm, get_layers, remove_layers, replace_block
-from streamline_lib.methods.replacement import ResidualFFN, SwiGLU, is_llama_style, make_ffn_like, make_replacement
+from streamline_lib.methods.replacement import (
+    PlainFFN,
+    ResidualFFN,
+    SwiGLU,
+    is_llama_style,
+    make_ffn_like,
+    make_replacement,
+)
 
 
 def replaced(model: nn.Module, kind: str, start: int = 1, n: int = 3, seed: int = 0) -> nn.Module:
@@ -25,6 +32,26 @@ def test_untrained_ffn_relu_is_plain_removal(model_type):
     removed = remove_layers(copy.deepcopy(dense), 1, 3)
     torch.testing.assert_close(logits(replaced(dense, "ffn_relu"), batch()), logits(removed, batch()),
                                rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma3_text", "opt"])
+def test_the_authors_ffn_is_a_plain_relu_mlp_with_pytorchs_initialisation(model_type):
+    """``ffn_authors`` is fc2(relu(fc1(h))), d -> 4d -> d: no residual, no norm, default init (issue 22)."""
+    dense = build(model_type)
+    ffn = make_replacement(dense, 1, 3, "ffn_authors", seed=4)
+    hidden = dense.config.hidden_size
+    assert isinstance(ffn, PlainFFN) and [m for m in ffn.modules() if isinstance(m, nn.Linear)] == [ffn.fc1, ffn.fc2]
+    assert ffn.fc1.weight.shape == (4 * hidden, hidden) and ffn.fc2.weight.shape == (hidden, 4 * hidden)
+    for linear in (ffn.fc1, ffn.fc2):  # PyTorch's bounds: weight and bias within 1/sqrt(fan_in), neither zero
+        bound = 1 / linear.in_features ** 0.5
+        assert linear.bias.abs().max() <= bound and linear.bias.any()
+        assert linear.weight.abs().max() <= bound and linear.weight.any()
+    h = torch.randn(2, 5, hidden)
+    torch.testing.assert_close(ffn(h, None, use_cache=False), ffn.fc2(torch.relu(ffn.fc1(h))), rtol=0, atol=0)
+    again = make_replacement(dense, 1, 3, "ffn_authors", seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(ffn.state_dict().values(), again.state_dict().values()))
+    removed = remove_layers(copy.deepcopy(dense), 1, 3)
+    assert not torch.allclose(logits(replaced(dense, "ffn_authors"), batch()), logits(removed, batch()))
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "phi3", "gemma3_text"])
@@ -83,7 +110,7 @@ def test_fresh_initialisation_is_seeded_and_leaves_the_global_rng_alone():
 
 def test_errors_name_the_problem():
     model = build("llama")
-    with pytest.raises(ValueError, match="unknown replacement 'mlp'; choose one of: none, ffn, ffn_relu, layer"):
+    with pytest.raises(ValueError, match="unknown replacement 'mlp'; choose one of: none, ffn, ffn_relu, ffn_authors, layer"):
         make_replacement(model, 1, 2, "mlp")
     with pytest.raises(ValueError, match="'ffn' at start=0.*start >= 1"):
         make_replacement(model, 0, 2, "ffn")
@@ -99,8 +126,9 @@ def test_fresh_ffn_has_the_shapes_of_the_ffn_replacement_even_on_meta(model_type
     assert {k: v.shape for k, v in make_ffn_like(model, "ffn").state_dict().items()} == shapes
     with torch.device("meta"):
         skeleton = type(model)(model.config)
-    assert {p.device.type for p in make_ffn_like(skeleton, "ffn_relu").parameters()} == {"meta"}
-    with pytest.raises(ValueError, match="make_ffn_like builds 'ffn' or 'ffn_relu', not 'layer'"):
+    for kind in ("ffn_relu", "ffn_authors"):  # what a saved replacement's weights load into
+        assert {p.device.type for p in make_ffn_like(skeleton, kind).parameters()} == {"meta"}
+    with pytest.raises(ValueError, match="make_ffn_like builds one of ffn, ffn_relu, ffn_authors, not 'layer'"):
         make_ffn_like(model, "layer")
 
 

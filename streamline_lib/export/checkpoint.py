@@ -53,7 +53,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 from ..architecture.layers import decoder_layer_class, get_layers, replace_block
 from ..core.files import atomic_write_text, file_digest, refuse_symlink
 from ..methods.pruning import LayerSetPruneResult, PruneResult
-from ..methods.replacement import NO_MODULE, REPLACEMENTS, ResidualFFN, is_llama_style, make_ffn_like
+from ..methods.replacement import NO_MODULE, REPLACEMENTS, PlainFFN, ResidualFFN, is_llama_style, make_ffn_like
 from ..methods.training import check_finite_weights
 from .model_card import CARD_FILE, write_model_card
 from .output_folder import claim_output
@@ -135,7 +135,7 @@ def _storage_format(result: PruneResult | LayerSetPruneResult) -> str:
     if result.replacement in NO_MODULE:  # nothing stands where the block was (it may have been the last)
         return "transformers"
     module = get_layers(result.model)[result.start]
-    if not isinstance(module, ResidualFFN):
+    if not isinstance(module, (ResidualFFN, PlainFFN)):
         return "transformers"
     if zero_attention_form(result.model, result.replacement) is not None:
         return "transformers-zero-attention"

@@ -66,7 +66,10 @@ def _what_was_removed(metadata: dict[str, Any]) -> str:
         "none": "nothing: they are removed",
         "layer": "one decoder layer of the model's own class, trained to do the block's work",
         "ffn": "one residual SwiGLU feed-forward network, trained to do the block's work",
-        "ffn_relu": "one residual ReLU feed-forward network (LLM-Streamline's example), trained to do the block's work",
+        "ffn_relu": "one residual, normed ReLU feed-forward network (the ReLU MLP of LLM-Streamline's example), "
+                    "trained to do the block's work",
+        "ffn_authors": "LLM-Streamline's feed-forward network as its authors build it, fc2(relu(fc1(h))) with no "
+                       "residual and no norm, trained to do the block's work",
         "linear": "a linear map fitted by least squares (ReplaceMe), folded into the layer before the block",
     }[metadata["replacement"]]
     return f"{where}; in their place: {instead}"

@@ -6,14 +6,19 @@ The variants compared in the paper, by their public names (:data:`REPLACEMENTS`)
 
 * ``none``: plain removal, no module (what ShortGPT and Gromov et al. do);
 * ``ffn``: a SwiGLU MLP shaped like the model's own, ``d -> intermediate -> d``;
-* ``ffn_relu``: the authors' example, ``Linear(d, 4d) -> ReLU -> Linear(4d, d)``;
+* ``ffn_relu``: the ReLU MLP of the authors' example, ``Linear(d, 4d) -> ReLU -> Linear(4d, d)``, in
+  this library's residual, normed form (below): not the authors' network;
+* ``ffn_authors``: the authors' network as their code builds it, ``fc2(relu(fc1(h)))``,
+  ``d -> 4d -> d``, with no residual connection, no norm and PyTorch's default initialisation
+  (:class:`PlainFFN`): it must learn to output the whole hidden state, and untrained it is far
+  from plain removal;
 * ``layer``: one decoder layer of the model's own class, a copy of the first removed
   layer (the authors' default);
 * ``linear``: no module at all: ReplaceMe's least-squares linear map, folded into the
   MLP output projection of the layer before the block
   (:mod:`streamline_lib.methods.linear_replacement`), so the pruned model is a plain model.
 
-The FFN variants are **residual**, ``h + f(norm(h))``, with a fresh pre-norm of the
+This library's FFN variants (``ffn``, ``ffn_relu``) are **residual**, ``h + f(norm(h))``, with a fresh pre-norm of the
 model's own norm class. The block they stand in for is itself a stack of residual
 updates: ``h_{start+n} = h_start + sum of the layers' updates``, and in a redundant
 block (high cosine similarity between ``h_start`` and ``h_{start+n}``) that sum is
@@ -59,11 +64,15 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
-    "NO_MODULE", "REPLACEMENTS", "SwiGLU", "ResidualFFN", "check_replacement", "is_llama_style", "make_ffn_like", "make_replacement",
+    "NO_MODULE", "REPLACEMENTS", "FFN_KINDS", "SwiGLU", "ResidualFFN", "PlainFFN", "check_replacement",
+    "is_llama_style", "make_ffn_like", "make_replacement",
 ]
 
-REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "layer", "linear")
+REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "ffn_authors", "layer", "linear")
 """The replacement variants, by public name; see the module docstring."""
+
+FFN_KINDS: tuple[str, ...] = ("ffn", "ffn_relu", "ffn_authors")
+"""The replacements that are a feed-forward network (:func:`make_ffn_like` builds them)."""
 
 NO_MODULE: tuple[str, ...] = ("none", "linear")
 """The replacements that leave no module where the block was: the block's layers are removed."""
@@ -98,6 +107,28 @@ class ResidualFFN(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return hidden_states + self.mlp(self.norm(hidden_states))
+
+
+class PlainFFN(nn.Module):
+    """``fc2(relu(fc1(h)))``, called like a decoder layer: the authors' FFN, no residual and no norm."""
+
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear) -> None:
+        super().__init__()
+        self.fc1 = fc1
+        self.fc2 = fc2
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.fc2(functional.relu(self.fc1(hidden_states)))
+
+
+def _default_linear(d_in: int, d_out: int, generator: torch.Generator) -> nn.Linear:
+    """A float32 CPU ``nn.Linear`` with PyTorch's default initialisation (bias too), drawn from ``generator``."""
+    linear = nn.utils.skip_init(nn.Linear, d_in, d_out)
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(d_in)
+        nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+    return linear
 
 
 def _linear(d_in: int, d_out: int, bias: bool, generator: torch.Generator, zero: bool = False) -> nn.Linear:
@@ -145,17 +176,21 @@ def is_llama_style(layer: nn.Module, config) -> bool:
     )
 
 
-def make_ffn_like(model: PreTrainedModel, kind: str, seed: int = 0) -> ResidualFFN:
-    """A freshly initialised ``ffn`` or ``ffn_relu`` module for ``model``, with its dtype and device.
+def make_ffn_like(model: PreTrainedModel, kind: str, seed: int = 0) -> ResidualFFN | PlainFFN:
+    """A freshly initialised FFN of one of :data:`FFN_KINDS` for ``model``, with its dtype and device.
 
-    Untrained it is plain removal (last projection zero). This is what
+    Untrained, ``ffn`` and ``ffn_relu`` are plain removal (last projection zero);
+    ``ffn_authors`` has PyTorch's default initialisation, as the authors' code. This is what
     :func:`make_replacement` returns for these kinds, and also the skeleton a saved
     replacement's weights load into (it works on the ``meta`` device).
     """
-    if kind not in ("ffn", "ffn_relu"):
-        raise ValueError(f"make_ffn_like builds 'ffn' or 'ffn_relu', not {kind!r}")
+    if kind not in FFN_KINDS:
+        raise ValueError(f"make_ffn_like builds one of {', '.join(FFN_KINDS)}, not {kind!r}")
     generator = torch.Generator().manual_seed(seed)
     hidden = model.config.hidden_size
+    if kind == "ffn_authors":
+        plain = PlainFFN(_default_linear(hidden, 4 * hidden, generator), _default_linear(4 * hidden, hidden, generator))
+        return plain.to(device=model.device, dtype=model.dtype)
     if kind == "ffn":
         inner = getattr(model.config, "intermediate_size", None) or 4 * hidden
         mlp = SwiGLU(
