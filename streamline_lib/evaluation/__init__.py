@@ -1,10 +1,13 @@
-"""Measure a (pruned) model: perplexity, zero-shot and generative accuracy, intervals, stability, speed.
+"""Measure a (pruned) model: perplexity, zero-shot and generative accuracy, intervals, distance, stability, speed.
 
 Perplexity is in :mod:`~streamline_lib.evaluation.held_out`; zero-shot multiple-choice accuracy
-(lm-eval's ``acc`` / ``acc_norm``, cached on disk with ``cache``) in :mod:`~streamline_lib.evaluation.zero_shot`.
-Their main entry points are re-exported here so that one import serves both.
+(lm-eval's ``acc`` / ``acc_norm``, cached on disk with ``cache``) in :mod:`~streamline_lib.evaluation.zero_shot`;
+a pruned model's KL divergence from the dense one and its answer flips in
+:mod:`~streamline_lib.evaluation.distance`. Their main entry points are re-exported here so that one import
+serves all three.
 """
 
+from .distance import Distance, Flips, distance_from_dense, flips
 from .held_out import perplexity
 from .zero_shot import (
                         ItemResult,
@@ -18,4 +21,5 @@ from .zero_shot import (
 )
 
 __all__ = ["perplexity", "evaluate_zero_shot", "ZeroShotResult", "TaskResult", "ItemResult", "retention",
-           "above_chance_retention", "RetentionUndefinedWarning", "results_table"]
+           "above_chance_retention", "RetentionUndefinedWarning", "results_table", "distance_from_dense", "Distance",
+           "flips", "Flips"]

@@ -487,10 +487,14 @@ class ItemResult:
     def correct_norm(self) -> bool:
         return self.pred_norm == self.gold
 
+    def answer(self, metric: Metric = "acc") -> int:
+        """The option chosen under ``metric``: :attr:`pred` for ``"acc"``, :attr:`pred_norm` for ``"acc_norm"``."""
+        check_metric(metric)
+        return self.pred if metric == "acc" else self.pred_norm
+
     def is_correct(self, metric: Metric = "acc") -> bool:
         """Whether the answer under ``metric`` (``"acc"`` or ``"acc_norm"``) is the gold one."""
-        check_metric(metric)
-        return self.correct if metric == "acc" else self.correct_norm
+        return self.answer(metric) == self.gold
 
 
 @dataclass(frozen=True)
