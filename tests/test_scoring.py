@@ -251,14 +251,16 @@ def test_layers_removed_takes_any_set_and_restores_the_model():
 
 def test_sleb_removes_greedily_by_calibration_perplexity(model, seqs, tmp_path, monkeypatch):
     result = sleb_layers(model, seqs, 3, batch_size=2, progress=False)
-    # round 1 is the best single layer by the independent one-layer perplexity scores
-    assert result.layers[0] == perplexity_scores(model, seqs, 1, batch_size=2, progress=False).best_start
+    # round 1 is the best single layer but the first and the last by the independent one-layer perplexity scores
+    single = perplexity_scores(model, seqs, 1, batch_size=2, progress=False).scores
+    assert result.layers[0] == min(range(1, LAYERS - 1), key=lambda i: (single[i], i))
+    assert set(result.layers) == set(range(1, LAYERS - 1))  # n = L - 2: every layer but the first and the last
     assert len(set(result.layers)) == 3 and result.first(2) == sorted(result.layers[:2])
     for k in (1, 2, 3):  # each round's perplexity is that of the model without the first k layers
         with layers_removed(model, result.layers[:k]):
             assert result.perplexities[k - 1] == pytest.approx(perplexity(model, seqs, 2, progress=False))
     # and no other layer would have done better in round 2
-    for other in set(range(LAYERS)) - set(result.layers[:2]):
+    for other in set(range(1, LAYERS - 1)) - set(result.layers[:2]):
         with layers_removed(model, [result.layers[0], other]):
             assert perplexity(model, seqs, 2, progress=False) >= result.perplexities[1] - 1e-9
     assert sleb_layers(model, seqs, 3, batch_size=2, progress=False) == result  # deterministic
@@ -267,8 +269,20 @@ def test_sleb_removes_greedily_by_calibration_perplexity(model, seqs, tmp_path, 
     assert sleb_layers(model, seqs, 3, batch_size=2, progress=False, cache=tmp_path) == cached == result
     with pytest.raises(ValueError, match="ask for 1 .. 3"):
         result.first(4)
-    with pytest.raises(ValueError, match="1 <= n <= 4"):
-        sleb_layers(model, seqs, LAYERS)
+    with pytest.raises(ValueError, match="never removes the first or the last layer.*remove 1 to 3"):
+        sleb_layers(model, seqs, LAYERS - 1)
+
+
+def test_sleb_never_removes_the_first_or_the_last_layer(model, seqs, monkeypatch):
+    """As SLEB's reference implementation: even when removing them would cost nothing, they stay."""
+    first, last = get_layers(model)[0], get_layers(model)[-1]
+
+    def free_to_remove_the_ends(pruned, *args, **kwargs):  # perplexity 0 without the first or the last layer
+        kept = list(get_layers(pruned))
+        return 0.0 if first not in kept or last not in kept else 1.0
+
+    monkeypatch.setattr("streamline_lib.methods.scoring.perplexity", free_to_remove_the_ends)
+    assert set(sleb_layers(model, seqs, 2, progress=False).layers) <= set(range(1, LAYERS - 1))
 
 
 @pytest.mark.parametrize("score", [

@@ -358,21 +358,25 @@ def sleb_layers(
 ) -> SlebResult:
     """SLEB (Song et al., 2024): remove ``n`` layers one at a time, each the one whose removal hurts least.
 
-    Every round tries removing each remaining layer from the model pruned so far and keeps
-    the removal with the lowest perplexity on the calibration ``sequences``; ties go to
-    the lower index. That is ``L + (L-1) + ... + (L-n+1)`` perplexity evaluations, so
+    Every round tries removing each remaining layer but the first and the last (SLEB's
+    reference implementation never removes those two, so ``n <= L - 2``) from the model
+    pruned so far and keeps the removal with the lowest perplexity on the calibration
+    ``sequences``; ties go to the lower index. That is about ``(L-2) + (L-3) + ... + (L-n-1)``
+    perplexity evaluations, so
     calibration text costs far more here than for the one-pass metrics. The model is
     restored after every evaluation and is unchanged on return. ``cache`` (False, True or
     a folder, as in :mod:`streamline_lib.core.results_cache`) keeps the result on disk,
     keyed by the model's weights, the tokens, ``n`` and ``batch_size``.
     """
     total = num_layers(model)
-    _check_n(n, total)
+    if not 1 <= n <= total - 2:
+        raise ValueError(f"n={n}: SLEB never removes the first or the last layer, so with {total} layers it can "
+                         f"remove 1 to {total - 2}")
     _check_calibration(model, sequences)
     folder = cache_location(cache)
     if folder is not None:
         key = {"kind": "sleb", "model": model_fingerprint(model), "tokens": fingerprint(sequences.tolist()),
-               "n": n, "batch_size": batch_size}
+               "n": n, "batch_size": batch_size, "keeps": "first and last layer"}
         cached = load_result(folder, key, lambda data: SlebResult(tuple(data["layers"]), tuple(data["perplexities"])))
         if cached is not None:
             return cached
@@ -380,7 +384,7 @@ def sleb_layers(
     perplexities: list[float] = []
     for _ in progress_bar(range(n), "SLEB rounds", enabled=progress):
         trials = {}
-        for candidate in (i for i in range(total) if i not in removed):
+        for candidate in (i for i in range(1, total - 1) if i not in removed):  # first and last stay
             with layers_removed(model, [*removed, candidate]):
                 trials[candidate] = perplexity(model, sequences, batch_size, progress=False)
         best = min(trials, key=lambda i: (trials[i], i))
