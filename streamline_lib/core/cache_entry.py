@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -79,20 +78,13 @@ def entry_problem(target: Path) -> str | None:
         return f"{manifest.name} is unreadable ({type(error).__name__}: {error})"
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _put_in_place(built: Path, target: Path) -> None:
     """Rename ``built`` to ``target``, moving a damaged old entry aside first (a folder cannot be renamed onto)."""
     manifest_path(target).unlink(missing_ok=True)  # the old entry's manifest must not vouch for the new one
     if target.exists() or target.is_symlink():
         old = target.with_name(files.temporary_name(target.name))
         os.replace(target, old)
-        _remove(old)
+        files.remove_path(old)
     os.replace(built, target)
 
 
@@ -105,7 +97,7 @@ def _fill(target: Path, build: Callable[[Path], None]) -> None:
         files.give_default_modes(built)
         _put_in_place(built, target)
     except BaseException:
-        _remove(built)
+        files.remove_path(built)
         raise
     files.atomic_write_text(manifest_path(target), json.dumps({"files": digests}, indent=1) + "\n")
 

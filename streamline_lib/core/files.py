@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 __all__ = ["TEMPORARY_PREFIX", "temporary_name", "this_writer", "writer_is_gone", "is_stale_temporary",
-           "remove_stale_temporaries", "atomic_write_bytes", "atomic_write_text", "sha256_of", "file_digest", "refuse_symlink",
+           "remove_stale_temporaries", "remove_path", "atomic_write_bytes", "atomic_write_text", "sha256_of", "file_digest", "refuse_symlink",
            "default_file_mode", "give_default_modes"]
 
 TEMPORARY_PREFIX = ".streamline-tmp-"
@@ -76,12 +76,17 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         if is_stale_temporary(entry):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            remove_path(entry, ignore_errors=True)
             removed.append(entry)
     return removed
+
+
+def remove_path(path: Path, ignore_errors: bool = False) -> None:
+    """Delete a file, a symlink (not what it points to) or a whole folder; a missing path is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def refuse_symlink(path: Path) -> None:

@@ -51,6 +51,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..architecture.layers import decoder_layer_class, get_layers, replace_block
+from ..core.cache_entry import digest_problem
 from ..core.files import atomic_write_text, file_digest, refuse_symlink
 from ..methods.pruning import LayerSetPruneResult, PruneResult
 from ..methods.replacement import NO_MODULE, REPLACEMENTS, PlainFFN, ResidualFFN, is_llama_style, make_ffn_like
@@ -385,10 +386,9 @@ def verify_export(path: str | os.PathLike) -> None:
         file = path / name
         if not file.is_file():
             raise FileNotFoundError(f"{file} is missing from the export; save it again")
-        actual = file_digest(file) if file.stat().st_size == recorded["size"] else {"size": file.stat().st_size}
-        if actual != recorded:
-            raise ValueError(f"{file} is truncated or changed since it was saved (size {actual['size']:,}, "
-                             f"recorded {recorded['size']:,}, or another sha256); save the export again")
+        problem = digest_problem(file, recorded)
+        if problem is not None:
+            raise ValueError(f"{file} is truncated or changed since it was saved ({problem}); save the export again")
 
 
 def record_evaluation(path: str | os.PathLike, evaluation: dict[str, Any]) -> bool:

@@ -42,7 +42,7 @@ from ..core.files import (
     writer_is_gone,
 )
 
-__all__ = ["CLAIM_FILE", "OutputClaim", "claim_output", "check_not_precious", "new_folder_beside"]
+__all__ = ["CLAIM_FILE", "OutputClaim", "claim_output", "check_not_precious"]
 
 CLAIM_FILE = ".streamline-claim"
 """Inside a folder being written: ``<host> <pid>`` of the run writing it."""
@@ -156,8 +156,11 @@ class OutputClaim:
     committed: bool = False
 
     def new_folder(self) -> Path:
-        """An empty folder beside :attr:`path` to write the export into before :meth:`replace_with`."""
-        return new_folder_beside(self.path)
+        """An empty folder beside :attr:`path` (same file system, so a rename can move it) to write the export
+        into before :meth:`replace_with`."""
+        folder = self.path.with_name(temporary_name(self.path.name))
+        folder.mkdir()
+        return folder
 
     def replace_with(self, new: Path) -> None:
         """Swap the complete folder ``new`` in for :attr:`path` by renames; the old content is kept on failure."""
@@ -172,13 +175,6 @@ class OutputClaim:
                           "the folder is as it was") from None
         self.committed = True
         shutil.rmtree(old, ignore_errors=True)  # what is left is cleaned up by the next claim here
-
-
-def new_folder_beside(path: Path) -> Path:
-    """A fresh empty temporary folder next to ``path`` (same file system, so a rename can move it)."""
-    folder = path.with_name(temporary_name(path.name))
-    folder.mkdir()
-    return folder
 
 
 @contextmanager

@@ -121,20 +121,12 @@ class PlainFFN(nn.Module):
         return self.fc2(functional.relu(self.fc1(hidden_states)))
 
 
-def _default_linear(d_in: int, d_out: int, generator: torch.Generator) -> nn.Linear:
-    """A float32 CPU ``nn.Linear`` with PyTorch's default initialisation (bias too), drawn from ``generator``."""
-    linear = nn.utils.skip_init(nn.Linear, d_in, d_out)
-    with torch.no_grad():
-        nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
-        bound = 1 / math.sqrt(d_in)
-        nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
-    return linear
-
-
-def _linear(d_in: int, d_out: int, bias: bool, generator: torch.Generator, zero: bool = False) -> nn.Linear:
+def _linear(d_in: int, d_out: int, bias: bool, generator: torch.Generator, zero: bool = False,
+            default_bias: bool = False) -> nn.Linear:
     """A float32 CPU ``nn.Linear`` initialised as PyTorch does, from ``generator`` (zero if ``zero``).
 
-    Biases start at zero. The global random state is neither used nor advanced.
+    Biases start at zero, or with ``default_bias`` as PyTorch draws them (uniform within
+    ``1/sqrt(d_in)``). The global random state is neither used nor advanced.
     """
     linear = nn.utils.skip_init(nn.Linear, d_in, d_out, bias=bias)
     with torch.no_grad():
@@ -142,7 +134,10 @@ def _linear(d_in: int, d_out: int, bias: bool, generator: torch.Generator, zero:
             linear.weight.zero_()
         else:
             nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
-        if bias:
+        if bias and default_bias:
+            bound = 1 / math.sqrt(d_in)
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+        elif bias:
             linear.bias.zero_()
     return linear
 
@@ -189,7 +184,8 @@ def make_ffn_like(model: PreTrainedModel, kind: str, seed: int = 0) -> ResidualF
     generator = torch.Generator().manual_seed(seed)
     hidden = model.config.hidden_size
     if kind == "ffn_authors":
-        plain = PlainFFN(_default_linear(hidden, 4 * hidden, generator), _default_linear(4 * hidden, hidden, generator))
+        plain = PlainFFN(_linear(hidden, 4 * hidden, True, generator, default_bias=True),
+                         _linear(4 * hidden, hidden, True, generator, default_bias=True))
         return plain.to(device=model.device, dtype=model.dtype)
     if kind == "ffn":
         inner = getattr(model.config, "intermediate_size", None) or 4 * hidden

@@ -270,8 +270,8 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     metadata = read_metadata(path)  # None for a hub id or any folder not written by save_pruned
-    if metadata is not None:
-        verify_export(path)  # a truncated or changed file of an export is refused by name
+    if metadata is not None and metadata["storage"] == "transformers":
+        verify_export(path)  # a truncated or changed file is refused by name; load_pruned checks the others
     if metadata is not None and metadata["storage"] != "transformers":
         if device_map is not None:
             raise ValueError(
