@@ -254,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "run, e.g. the 'recipe' of an export's streamline.json; replaces the "
                                         "flags below from --sparsity to --seed")
     size = prune.add_mutually_exclusive_group()
-    size.add_argument("--sparsity", type=_fraction, help="fraction of the parameters to remove, in (0, 1)")
+    size.add_argument("--sparsity", type=_fraction,
+                      help="fraction of the parameters to remove, in (0, 1), net of what is put in the block's place "
+                           "(a --replacement layer takes out one layer more than plain removal)")
     size.add_argument("--layers", type=_positive_int, help="number of layers to remove (sharp: to share)")
     prune.add_argument("--sparsity-of", choices=["total", "layers"], default="total",
                        help="what --sparsity is a fraction of: all parameters (the paper's count) or the decoder "

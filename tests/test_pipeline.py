@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from streamline_lib import Recipe, compress, load_model, reproduce, save_pruned
 from streamline_lib.cli import main
 from streamline_lib.export.checkpoint import read_metadata
+from streamline_lib.methods.sparsity import parameter_budget
 from streamline_lib.methods.training import TrainConfig
 from streamline_lib.models.loading import bundled_model_dir
 from streamline_lib.pipeline.recipe import DataSpec, RecipeError
@@ -84,6 +85,16 @@ def test_the_sparsity_is_counted_as_the_recipe_says(dense):
     assert of_layers.n == 2  # 0.3 of 6 equal layers, rounded
     with pytest.raises(ValueError, match="at least one must remain"):  # of all parameters: the embedding dominates
         compress(model, tokenizer, Recipe(method="shortgpt", sparsity=0.9, **SMALL), progress=False)
+
+
+def test_a_sparsity_is_net_of_the_replacement(dense):
+    """Removal and a layer replacement at one sparsity remove the same parameters: the layer takes one more out."""
+    _, model, tokenizer = dense
+    budget = dict(sparsity=0.3, sparsity_of="layers", **SMALL)
+    removed = compress(model, tokenizer, Recipe(**budget), progress=False)
+    replaced = compress(model, tokenizer, Recipe(replacement="layer", **budget), progress=False)
+    assert (removed.n, replaced.n) == (2, 3)
+    assert parameter_budget(removed.model).total == parameter_budget(replaced.model).total
 
 
 @pytest.mark.parametrize("data,problem", [

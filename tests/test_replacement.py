@@ -17,6 +17,7 @@ from streamline_lib.methods.replacement import (
     is_llama_style,
     make_ffn_like,
     make_replacement,
+    replacement_parameters,
 )
 
 
@@ -137,3 +138,15 @@ def test_fresh_ffn_has_the_shapes_of_the_ffn_replacement_even_on_meta(model_type
 def test_llama_style_detection(model_type, expected):
     model = build(model_type)
     assert is_llama_style(get_layers(model)[0], model.config) is expected
+
+
+@pytest.mark.parametrize("model_type", ARCHS)
+@pytest.mark.parametrize("kind", ["none", "linear", "ffn", "ffn_relu", "ffn_authors", "layer"])
+def test_replacement_parameters_counts_what_make_replacement_builds(model_type, kind):
+    """Counted from shapes without building; must equal the module actually built (0 when none is)."""
+    model = build(model_type)
+    if kind == "linear" and model_type == "gemma3_text":
+        pytest.skip("Gemma 3 cannot take ReplaceMe's fold")
+    module = make_replacement(model, 1, 3, kind)
+    built = 0 if module is None else sum(p.numel() for p in module.parameters())
+    assert replacement_parameters(model, kind) == built

@@ -58,7 +58,7 @@ def test_sparsity_outside_zero_one_is_refused(sparsity):
 
 
 def test_sparsity_that_removes_every_layer_is_refused():
-    with pytest.raises(ValueError, match="sparsity=0.95 of the layers parameters .* means removing 8 layers .* "
+    with pytest.raises(ValueError, match="sparsity=0.95 of the layers parameters .* means taking out 8 layers .* "
                                          "the model has 8 layers .* choose a sparsity below 0.938"):
         layers_for_sparsity(eight_layer_llama(), 0.95, "layers")
     with pytest.raises(ValueError, match="count='all' is not one of 'total', 'layers'"):
@@ -75,3 +75,17 @@ def test_sparsity_report_counts_both_ways_and_the_replacement():
     assert with_layer.removed_parameters == 2 * 9_280 and with_layer.layer_fraction == pytest.approx(2 / 8)
     with pytest.raises(ValueError, match="n=9 layers cannot be removed from a model with 8 layers"):
         sparsity_report(model, 9)
+
+
+def test_a_layer_replacement_takes_out_one_more_layer_for_the_same_net_removal():
+    """The authors' convention: one new layer in place of n + 1 removes n layers' worth, as removal of n does."""
+    model = eight_layer_llama()
+    n = layers_for_sparsity(model, 0.25, "layers")
+    with_layer = layers_for_sparsity(model, 0.25, "layers", added_parameters=9_280)
+    assert (n, with_layer) == (2, 3)
+    assert sparsity_report(model, with_layer, 9_280).removed_parameters == sparsity_report(model, n).removed_parameters
+    assert layers_for_sparsity(model, 0.25, "layers", added_parameters=0.4 * 9_280) == 2  # 2.4 rounds down
+    with pytest.raises(ValueError, match="added_parameters=-1 must be >= 0"):
+        layers_for_sparsity(model, 0.25, added_parameters=-1)
+    with pytest.raises(ValueError, match="choose a sparsity below 0.812"):
+        layers_for_sparsity(model, 0.85, "layers", added_parameters=9_280)

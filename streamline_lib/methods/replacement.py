@@ -59,13 +59,14 @@ from torch.nn import functional
 
 from ..architecture.layers import check_block, final_norm, get_layers
 from .linear_replacement import check_linear_block
+from .sparsity import parameter_budget
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
     "NO_MODULE", "REPLACEMENTS", "FFN_KINDS", "SwiGLU", "ResidualFFN", "PlainFFN", "check_replacement",
-    "is_llama_style", "make_ffn_like", "make_replacement",
+    "is_llama_style", "make_ffn_like", "make_replacement", "replacement_parameters",
 ]
 
 REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "ffn_authors", "layer", "linear")
@@ -229,3 +230,30 @@ def make_replacement(model: PreTrainedModel, start: int, n: int, kind: str, seed
             "or use replacement 'layer' or 'none'"
         )
     return make_ffn_like(model, kind, seed)
+
+
+def replacement_parameters(model: PreTrainedModel, kind: str) -> int:
+    """How many parameters a ``kind`` replacement puts back in place of the block it replaces.
+
+    0 for ``none`` and ``linear`` (the fold changes a kept layer's weights, not their
+    number); one decoder layer at the mean layer size (as
+    :func:`~streamline_lib.methods.sparsity.layers_for_sparsity` counts layers) for
+    ``layer``; the FFN's size for :data:`FFN_KINDS`, counted from its shapes without
+    building it, so that sizing a block for a 7B model allocates nothing. Pass it to
+    :func:`~streamline_lib.methods.sparsity.layers_for_sparsity` to size a block whose
+    net removal meets a sparsity target.
+    """
+    check_replacement(kind)
+    if kind in NO_MODULE:
+        return 0
+    if kind == "layer":
+        budget = parameter_budget(model)
+        return round(budget.layers / len(budget.per_layer))
+    hidden = model.config.hidden_size
+    if kind == "ffn_authors":
+        return 2 * 4 * hidden * hidden + 4 * hidden + hidden  # fc1 and fc2 with their biases
+    norm = sum(p.numel() for p in _fresh_norm(model, hidden).parameters())
+    if kind == "ffn":
+        inner = getattr(model.config, "intermediate_size", None) or 4 * hidden
+        return 3 * hidden * inner + norm  # gate, up and down, no biases
+    return 2 * 4 * hidden * hidden + 4 * hidden + hidden + norm  # ffn_relu: the authors' shapes, normed

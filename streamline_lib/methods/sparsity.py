@@ -71,31 +71,39 @@ def _counted(budget: ParameterBudget, count: str) -> int:
     return budget.total if count == "total" else budget.layers
 
 
-def layers_for_sparsity(model: nn.Module, sparsity: float, count: str = "total") -> int:
-    """How many consecutive decoder layers to remove to remove a ``sparsity`` fraction of parameters.
+def layers_for_sparsity(model: nn.Module, sparsity: float, count: str = "total", added_parameters: int = 0) -> int:
+    """How many consecutive decoder layers to take out to remove a ``sparsity`` fraction of parameters.
 
     ``count="total"`` counts every parameter, as the paper does (Llama2-7B, 32 layers,
     25% -> 8 layers); ``count="layers"`` counts only the decoder layers' parameters, so
-    that 25% means a quarter of the layers. The result is ``sparsity * counted / layer``,
-    with ``layer`` the mean parameter count of one decoder layer (all layers have the
-    same size in the supported architectures), rounded to the nearest integer (halves
-    round up) and at least 1.
+    that 25% means a quarter of the layers. ``added_parameters`` is the size of what
+    goes in the block's place (:func:`streamline_lib.methods.replacement.replacement_parameters`;
+    0 for plain removal), so that the *net* removal meets the target: a decoder-layer
+    replacement then takes out ``n + 1`` layers where plain removal takes out ``n``, as
+    the authors' code does (it compares ``h_j`` with ``h_{j+n+1}`` and puts one layer in
+    place of ``n + 1``), and the two remove the same number of parameters. The result is
+    ``(sparsity * counted + added_parameters) / layer``, with ``layer`` the mean parameter
+    count of one decoder layer (all layers have the same size in the supported
+    architectures), rounded to the nearest integer (halves round up) and at least 1.
 
-    Raises ``ValueError`` if ``sparsity`` is not in (0, 1) or if the result would
-    remove every layer.
+    Raises ``ValueError`` if ``sparsity`` is not in (0, 1), ``added_parameters`` is negative,
+    or the result would remove every layer.
     """
     if not 0 < sparsity < 1:
         raise ValueError(f"sparsity={sparsity!r} must be a fraction strictly between 0 and 1, e.g. 0.25")
+    if added_parameters < 0:
+        raise ValueError(f"added_parameters={added_parameters} must be >= 0: the size of the replacement")
     _check_count(count)
     budget = parameter_budget(model)
     num_layers = len(budget.per_layer)
     per_layer = budget.layers / num_layers
-    n = max(1, math.floor(sparsity * _counted(budget, count) / per_layer + 0.5))
+    n = max(1, math.floor((sparsity * _counted(budget, count) + added_parameters) / per_layer + 0.5))
     if n >= num_layers:
         raise ValueError(
-            f"sparsity={sparsity} of the {count} parameters ({_counted(budget, count):,}) means removing "
+            f"sparsity={sparsity} of the {count} parameters ({_counted(budget, count):,}) means taking out "
             f"{n} layers of {per_layer:,.0f} parameters each, but the model has {num_layers} layers and at least "
-            f"one must remain; choose a sparsity below {(num_layers - 0.5) * per_layer / _counted(budget, count):.3f}"
+            f"one must remain; choose a sparsity below "
+            f"{((num_layers - 0.5) * per_layer - added_parameters) / _counted(budget, count):.3f}"
         )
     return n
 

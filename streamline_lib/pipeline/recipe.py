@@ -74,7 +74,10 @@ class Recipe:
 
     Exactly one of ``layers`` and ``sparsity``: for ``sharp`` they are how many layers reuse
     the MLP below them, or the share of parameters that sharing (net of the recovery
-    parameters) is to save. ``replacement`` and ``metric`` apply to ``block``;
+    parameters) is to save; for the other methods, how many layers are taken out, or the
+    share of parameters removed net of the replacement put in their place (a ``layer``
+    replacement takes out one layer more than plain removal, as the authors' code does, so
+    that both remove the same parameters). ``replacement`` and ``metric`` apply to ``block``;
     ``replaceme`` is ``block`` with ``replacement="linear"`` and the cosine metric. ``heal``
     ``"lora"`` fine-tunes LoRA updates (``lora``) after any method but ``sharp``, with
     ``healing``; ``sharp`` warms its recovery up with ``training`` on the first
