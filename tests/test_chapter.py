@@ -1,0 +1,50 @@
+"""A chapter's set-up: its run profile, where its results go, and its token windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamline_lib.book.chapter import PROFILES, chapter_data, check_profile, results_folder
+from streamline_lib.data.text_data import available_sequences, token_sequences
+from streamline_lib.data.zero_shot_tasks import EVAL_SET
+
+
+def test_only_the_book_profile_writes_the_committed_results():
+    assert results_folder("results", "book") == Path("results")
+    assert results_folder("results/gemma3-270m", "workshop") == Path("results/gemma3-270m/workshop")
+    assert results_folder("results", "smoke") == Path("results/smoke")
+    assert len({results_folder("results", profile) for profile in PROFILES}) == len(PROFILES)
+
+
+def test_an_unknown_profile_is_refused_by_name():
+    with pytest.raises(ValueError, match="PROFILE = 'full' is not a run profile; use one of 'book', 'workshop'"):
+        check_profile("full")
+    with pytest.raises(ValueError, match="'quick'"):
+        results_folder("results", "quick")
+
+
+def test_chapter_data_draws_each_set_from_its_own_split(tiny):
+    _, tokenizer = tiny
+    data = chapter_data(tokenizer, seq_len=16, calibration_seqs=3, heldout_seqs=2, train_seqs=4, seed=1)
+    assert data.calibration.shape == (3, 16) and data.heldout.shape == (2, 16) and data.train.shape == (4, 16)
+    assert torch.equal(data.calibration, token_sequences(tokenizer, "wiki", "calibration", num_seqs=3, seq_len=16,
+                                                         seed=1))
+    assert torch.equal(data.train, token_sequences(tokenizer, "wiki", "train", num_seqs=4, seq_len=16, seed=1))
+    assert data.eval_set is EVAL_SET and data.notes == ()
+    assert "training: 4 x 16 tokens (64)" in data.describe()
+    assert chapter_data(tokenizer, seq_len=16, calibration_seqs=1, heldout_seqs=1, limit=4).train is None
+
+
+def test_chapter_data_takes_every_training_window_there_is_and_says_so(tiny):
+    _, tokenizer = tiny
+    seq_len = 512
+    available = available_sequences(tokenizer, "wiki", "train", seq_len)
+    data = chapter_data(tokenizer, seq_len=seq_len, calibration_seqs=1, heldout_seqs=1, train_seqs=available + 5)
+    assert data.train.shape[0] == available
+    assert data.notes == (f"the Wikipedia train split holds {available} windows of {seq_len} tokens for this "
+                          f"tokenizer: training on all of them ({available * seq_len:,} tokens), not {available + 5}",)
+    with pytest.raises(ValueError, match="train_seqs=-1 must be >= 0"):
+        chapter_data(tokenizer, seq_len=16, calibration_seqs=1, heldout_seqs=1, train_seqs=-1)
