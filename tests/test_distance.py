@@ -9,6 +9,7 @@ from helpers import random_tokens, tiny_llama
 
 from streamline_lib.evaluation.distance import (
     distance_from_dense,
+    distance_table,
     flips,
     flips_by_task,
     paired_distance_difference,
@@ -143,3 +144,15 @@ def test_flips_on_other_items_are_refused():
         flips(other, DENSE)
     with pytest.raises(ValueError, match="different tasks"):
         flips_by_task(_result(a=PRUNED.tasks["a"]), DENSE)
+
+
+def test_distance_table_has_one_row_per_model_with_its_intervals(dense, pruned, windows):
+    near = distance_from_dense(dense, pruned, windows, **FAST)
+    same = distance_from_dense(dense, dense, windows, **FAST)
+    table = distance_table({"pruned": near, "dense": same}, {"pruned": flips(PRUNED, DENSE, resamples=200)})
+    assert list(table.index) == ["pruned", "dense"]
+    assert table.loc["pruned", "mean KL (nats) [95%]"] == (f"{near.mean_kl.estimate:.3f} [{near.mean_kl.low:.3f}, "
+                                                          f"{near.mean_kl.high:.3f}]")
+    assert table.loc["dense", "same top token [95%]"] == "1.000 [1.000, 1.000]"
+    assert table.loc["pruned", "answers changed [95%]"].startswith("0.400 [")
+    assert table.loc["pruned", "items"] == 10 and np.isnan(table.loc["dense", "items"])

@@ -19,9 +19,11 @@ Intervals are percentile bootstrap intervals from :func:`streamline_lib.evaluati
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas
 import torch
 from torch import nn
 
@@ -30,7 +32,8 @@ from .held_out import check_windows
 from .statistics import RESAMPLES, Interval, mean_interval
 from .zero_shot import Metric, ZeroShotResult, check_comparable, check_metric
 
-__all__ = ["Distance", "distance_from_dense", "paired_distance_difference", "Flips", "flips", "flips_by_task"]
+__all__ = ["Distance", "distance_from_dense", "paired_distance_difference", "Flips", "flips", "flips_by_task",
+           "distance_table"]
 
 
 @dataclass(frozen=True)
@@ -164,3 +167,30 @@ def flips_by_task(pruned: ZeroShotResult, dense: ZeroShotResult, metric: Metric 
     """:func:`flips` on each task alone, by task name."""
     check_comparable(pruned, dense)
     return {name: flips(pruned.subset([name]), dense.subset([name]), metric, resamples, seed) for name in dense.tasks}
+
+
+def _share(interval: Interval) -> str:
+    return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+
+
+def distance_table(distances: Mapping[str, Distance], flipped: Mapping[str, Flips] | None = None) -> pandas.DataFrame:
+    """One row per named model: its KL from the dense model and, when given, its flips, intervals as text.
+
+    The columns a chapter shows beside accuracy: mean KL [95%], median and 99th percentile,
+    the same-top-token rate [95%], then the share of changed answers, right-to-wrong and
+    wrong-to-right [95%] and the item count. ``flipped`` may name fewer models than
+    ``distances`` (those rows leave the flip columns empty).
+    """
+    flipped = flipped or {}
+    rows = {}
+    for name, d in distances.items():
+        row = {"mean KL (nats) [95%]": f"{d.mean_kl.estimate:.3f} [{d.mean_kl.low:.3f}, {d.mean_kl.high:.3f}]",
+               "median KL": round(d.median_kl, 3), "p99 KL": round(d.p99_kl, 2),
+               "same top token [95%]": _share(d.same_top), "tokens": d.tokens}
+        if name in flipped:
+            f = flipped[name]
+            row.update({"answers changed [95%]": _share(f.changed_share),
+                        "right to wrong [95%]": _share(f.right_to_wrong_share),
+                        "wrong to right [95%]": _share(f.wrong_to_right_share), "items": f.items})
+        rows[name] = row
+    return pandas.DataFrame.from_dict(rows, orient="index")
