@@ -156,3 +156,12 @@ def test_distance_table_has_one_row_per_model_with_its_intervals(dense, pruned, 
     assert table.loc["dense", "same top token [95%]"] == "1.000 [1.000, 1.000]"
     assert table.loc["pruned", "answers changed [95%]"].startswith("0.400 [")
     assert table.loc["pruned", "items"] == 10 and np.isnan(table.loc["dense", "items"])
+
+
+def test_a_cached_distance_is_the_same_and_keyed_by_both_models(dense, pruned, windows, tmp_path):
+    first = distance_from_dense(dense, pruned, windows, cache=tmp_path, **FAST)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert distance_from_dense(dense, pruned, windows, cache=tmp_path, **FAST) == first
+    distance_from_dense(dense, dense, windows, cache=tmp_path, **FAST)  # another pruned model: another entry
+    distance_from_dense(dense, pruned, windows[:4], cache=tmp_path, **FAST)  # other windows: another entry
+    assert len(list(tmp_path.glob("*.json"))) == 3

@@ -18,7 +18,9 @@ Intervals are percentile bootstrap intervals from :func:`streamline_lib.evaluati
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ import pandas
 import torch
 from torch import nn
 
+from ..core import results_cache
 from ..core.progress import progress_bar
 from .held_out import check_windows
 from .statistics import RESAMPLES, Interval, mean_interval
@@ -34,6 +37,8 @@ from .zero_shot import Metric, ZeroShotResult, check_comparable, check_metric
 
 __all__ = ["Distance", "distance_from_dense", "paired_distance_difference", "Flips", "flips", "flips_by_task",
            "distance_table"]
+
+DISTANCE_VERSION = 1  # bump when a change to this module changes a stored distance
 
 
 @dataclass(frozen=True)
@@ -52,16 +57,43 @@ class Distance:
 
 @torch.inference_mode()
 def distance_from_dense(dense: nn.Module, pruned: nn.Module, sequences: torch.Tensor, batch_size: int = 8,
-                        progress: bool = True, resamples: int = RESAMPLES, seed: int = 0) -> Distance:
+                        progress: bool = True, resamples: int = RESAMPLES, seed: int = 0,
+                        cache: bool | str | os.PathLike = False) -> Distance:
     """KL divergence of ``pruned``'s next-token distributions from ``dense``'s on windows ``(num_seqs, seq_len)``.
 
     Every window is scored on its own, as by :func:`~streamline_lib.evaluation.held_out.perplexity`.
     Both models run ``batch_size`` windows at a time and the KL is computed one window at a
     time (float32 log-softmax, summed over the vocabulary in float64), so memory holds one
     batch's logits, never the whole set's. Intervals are bootstrap intervals over windows.
+    ``cache`` (False, True or a folder, as in :mod:`streamline_lib.core.results_cache`) keeps
+    the result under a key of both models' fingerprints, the windows and the bootstrap's
+    settings.
     """
     for model in (dense, pruned):
         check_windows(model, sequences)
+    folder = results_cache.cache_location(cache)
+    key = None
+    if folder is not None:
+        key = {"kind": "distance_from_dense", "version": DISTANCE_VERSION,
+               "dense": results_cache.model_fingerprint(dense), "pruned": results_cache.model_fingerprint(pruned),
+               "windows": _windows_fingerprint(sequences), "resamples": resamples, "seed": seed}
+        cached = results_cache.load_result(folder, key, _distance_from_json)
+        if cached is not None:
+            return cached
+    distance = _measure(dense, pruned, sequences, batch_size, progress, resamples, seed)
+    if key is not None:
+        results_cache.store_result(folder, key, dataclasses.asdict(distance))
+    return distance
+
+
+def _distance_from_json(data: dict) -> Distance:
+    intervals = {name: Interval(**data[name]) for name in ("mean_kl", "same_top")}
+    return Distance(**{**data, **intervals, "sequence_kl": tuple(data["sequence_kl"])})
+
+
+def _measure(dense: nn.Module, pruned: nn.Module, sequences: torch.Tensor, batch_size: int, progress: bool,
+             resamples: int, seed: int) -> Distance:
+    """:func:`distance_from_dense` without the cache."""
     kl, same_top = [], []
     for batch in progress_bar(sequences.split(batch_size), "KL from dense", enabled=progress):
         batch_kl, batch_same_top = _batch_distance(dense, pruned, batch)
