@@ -15,6 +15,7 @@ from streamline_lib.methods.replacement import (
     ResidualFFN,
     SwiGLU,
     is_llama_style,
+    layers_to_replace,
     make_ffn_like,
     make_replacement,
     replacement_parameters,
@@ -150,3 +151,8 @@ def test_replacement_parameters_counts_what_make_replacement_builds(model_type, 
     module = make_replacement(model, 1, 3, kind)
     built = 0 if module is None else sum(p.numel() for p in module.parameters())
     assert replacement_parameters(model, kind) == built
+
+
+def test_layers_to_replace_is_net_of_the_replacement():
+    model = build("llama")  # 6 equal layers
+    assert [layers_to_replace(model, 0.5, kind, "layers") for kind in ("none", "linear", "layer")] == [3, 3, 4]

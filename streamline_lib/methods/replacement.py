@@ -59,14 +59,14 @@ from torch.nn import functional
 
 from ..architecture.layers import check_block, final_norm, get_layers
 from .linear_replacement import check_linear_block
-from .sparsity import parameter_budget
+from .sparsity import layers_for_sparsity, parameter_budget
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
     "NO_MODULE", "REPLACEMENTS", "FFN_KINDS", "SwiGLU", "ResidualFFN", "PlainFFN", "check_replacement",
-    "is_llama_style", "make_ffn_like", "make_replacement", "replacement_parameters",
+    "is_llama_style", "make_ffn_like", "make_replacement", "replacement_parameters", "layers_to_replace",
 ]
 
 REPLACEMENTS: tuple[str, ...] = ("none", "ffn", "ffn_relu", "ffn_authors", "layer", "linear")
@@ -257,3 +257,14 @@ def replacement_parameters(model: PreTrainedModel, kind: str) -> int:
         inner = getattr(model.config, "intermediate_size", None) or 4 * hidden
         return 3 * hidden * inner + norm  # gate, up and down, no biases
     return 2 * 4 * hidden * hidden + 4 * hidden + hidden + norm  # ffn_relu: the authors' shapes, normed
+
+
+def layers_to_replace(model: PreTrainedModel, sparsity: float, kind: str, count: str = "total") -> int:
+    """How many consecutive layers a ``kind`` replacement takes the place of, to remove ``sparsity`` net.
+
+    :func:`~streamline_lib.methods.sparsity.layers_for_sparsity` with the replacement's
+    :func:`replacement_parameters`: plain removal takes out ``n`` layers and a ``layer``
+    replacement ``n + 1`` (the authors' convention), so that comparisons between them are
+    made at equal removed parameters.
+    """
+    return layers_for_sparsity(model, sparsity, count, added_parameters=replacement_parameters(model, kind))

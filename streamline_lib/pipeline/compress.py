@@ -24,10 +24,10 @@ from ..data.text_data import token_sequences
 from ..methods.healing import HealResult, heal_with_lora
 from ..methods.linear_replacement import LinearFit
 from ..methods.pruning import prune, prune_layers
-from ..methods.replacement import replacement_parameters
+from ..methods.replacement import layers_to_replace
 from ..methods.scoring import collect_stats, score_blocks, shortgpt_layers, sleb_layers
 from ..methods.sharing import SharpResult, merged_copy, sharing_pattern, sharp
-from ..methods.sparsity import layers_for_sparsity, parameter_budget
+from ..methods.sparsity import parameter_budget
 from ..methods.training import TrainResult
 from ..models.loading import source_name
 from .recipe import DataSpec, Recipe
@@ -87,8 +87,7 @@ def _count(model: PreTrainedModel, recipe: Recipe) -> int:
         return _shared_count(model, recipe)
     if recipe.layers is not None:
         return recipe.layers
-    added = replacement_parameters(model, recipe.replacement)  # a sparsity is net of what goes in the block's place
-    return layers_for_sparsity(model, recipe.sparsity, recipe.sparsity_of, added_parameters=added)
+    return layers_to_replace(model, recipe.sparsity, recipe.replacement, recipe.sparsity_of)
 
 
 def compress(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, *,
