@@ -26,9 +26,9 @@ from torch import nn
 
 from streamline_lib.architecture.layers import get_layers, num_layers, remove_layers
 from streamline_lib.methods.linear_replacement import fit_linear_map, fold_linear_map
-from streamline_lib.methods.pruning import prune, prune_iterative, prune_layers, prune_per_layer
+from streamline_lib.methods.pruning import prune, prune_iterative, prune_layers, prune_per_layer, prune_to_sparsity
 from streamline_lib.methods.replacement import REPLACEMENTS, ResidualFFN
-from streamline_lib.methods.scoring import score_blocks
+from streamline_lib.methods.scoring import block_scores, collect_stats, score_blocks
 from streamline_lib.methods.training import TrainConfig, train_replacement
 
 
@@ -326,3 +326,16 @@ def test_arguments_after_the_block_still_work_by_position_with_a_deprecation_war
                                       train_config=TrainConfig(progress=False))
     assert old.removed == new.removed
     assert_same_logits(old.model, new.model, tokens[:2])
+
+
+def test_prune_to_sparsity_takes_out_one_layer_more_for_a_layer_replacement():
+    """Equal removed parameters: removal of n layers and one layer in place of n + 1 leave models of one size."""
+    model = tiny_llama()
+    stats = collect_stats(model, random_tokens(num_seqs=4, seq_len=8), progress=False)
+    removed = prune_to_sparsity(model, stats, 0.5, count="layers")
+    replaced = prune_to_sparsity(model, stats, 0.5, replacement="layer", count="layers")
+    assert (removed.n, replaced.n) == (3, 4)
+    assert removed.start == block_scores(stats, "cosine", 3).best_start
+    assert replaced.start == block_scores(stats, "cosine", 4).best_start
+    assert num_layers(removed.model) == num_layers(replaced.model)
+    assert sum(p.numel() for p in removed.model.parameters()) == sum(p.numel() for p in replaced.model.parameters())

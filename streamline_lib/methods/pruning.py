@@ -11,8 +11,10 @@ gets the same replacement back in a second, and anything that changes it trains 
 
 Index convention (as in :mod:`streamline_lib.architecture.layers`): the block is layers
 ``start .. start+n-1``. With ``replacement="layer"`` one decoder layer comes back in
-their place, so ``n - 1`` layers are removed net; the authors' code instead replaces
-``n + 1`` layers to remove ``n`` net.
+their place, so ``n - 1`` layers are removed net. :func:`prune_to_sparsity` sizes the
+block from a sparsity net of the replacement instead, as the authors' code does (it
+replaces ``n + 1`` layers by one to remove ``n`` net), so that a replacement and plain
+removal at one sparsity remove the same parameters.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from ..architecture.layers import (
 )
 from ..core.deprecation import positional_deprecated
 from .linear_replacement import LinearFit, fit_linear_map, fold_linear_map
-from .replacement import NO_MODULE, REPLACEMENTS, check_replacement, make_replacement
-from .scoring import score_blocks
+from .replacement import NO_MODULE, REPLACEMENTS, check_replacement, layers_to_replace, make_replacement
+from .scoring import HiddenStateStats, block_scores, score_blocks
 from .trained_cache import cached_training, training_key
 from .training import TrainConfig, TrainResult, train_replacement
 
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = ["PruneResult", "LayerSetPruneResult", "PerLayerPruneResult", "IterativePruneResult", "prune",
-           "prune_layers", "prune_per_layer", "prune_iterative"]
+           "prune_to_sparsity", "prune_layers", "prune_per_layer", "prune_iterative"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,32 @@ def prune(
             weights=module.state_dict,
         )
     return PruneResult(pruned, start, n, replacement, trained)
+
+
+def prune_to_sparsity(
+    model: PreTrainedModel,
+    stats: HiddenStateStats,
+    sparsity: float,
+    *,
+    replacement: str = "none",
+    count: str = "total",
+    metric: str = "cosine",
+    train_sequences: torch.Tensor | None = None,
+    train_config: TrainConfig | None = None,
+    cache: bool | str | os.PathLike = False,
+) -> PruneResult:
+    """:func:`prune` of the most redundant block that removes ``sparsity`` of the parameters, net.
+
+    The block has :func:`~streamline_lib.methods.replacement.layers_to_replace` layers (one
+    more for a ``layer`` replacement than for plain removal) and is the best one under the
+    hidden-state ``metric`` of ``stats`` (:func:`~streamline_lib.methods.scoring.collect_stats`
+    on calibration text; one pass serves every block size). ``count`` says what
+    ``sparsity`` is a fraction of (``"total"`` or ``"layers"``); the rest is :func:`prune`'s.
+    """
+    n = layers_to_replace(model, sparsity, replacement, count)
+    start = block_scores(stats, metric, n).best_start
+    return prune(model, start, n, replacement=replacement, train_sequences=train_sequences,
+                 train_config=train_config, cache=cache)
 
 
 @dataclass(frozen=True)
