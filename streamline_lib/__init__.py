@@ -33,6 +33,7 @@ _EXPORTS = {
     "TrainConfig": "methods.training", "LoraSettings": "methods.healing", "heal_with_lora": "methods.healing",
     "sharp": "methods.sharing", "layers_for_sparsity": "methods.sparsity",
     "perplexity": "evaluation.held_out", "evaluate_zero_shot": "evaluation.zero_shot",
+    "HEADROOM_SET": "data.zero_shot_tasks",
     "compare": "evaluation.statistics",
     "save_pruned": "export.checkpoint", "load_pruned": "export.checkpoint", "export_gguf": "export.gguf",
 }

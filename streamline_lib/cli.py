@@ -16,6 +16,7 @@ from pathlib import Path
 from .architecture.layers import UnsupportedArchitectureError
 from .data import assets
 from .data.text_data import CORPORA
+from .methods.linear_replacement import LINEAR_LOSSES
 from .methods.replacement import REPLACEMENTS
 from .methods.scoring import METRICS
 from .methods.training import TrainConfig
@@ -70,8 +71,8 @@ def _score(args: argparse.Namespace) -> dict:
 
 
 # prune's flags that are settings of the recipe (the others say where the model comes from and goes to)
-RECIPE_FLAGS = ("method", "layers", "sparsity", "sparsity_of", "metric", "replacement", "loss", "heal",
-                "train_tokens", "train_corpus", "calib", "num_seqs", "seq_len", "seed")
+RECIPE_FLAGS = ("method", "layers", "sparsity", "sparsity_of", "metric", "replacement", "linear_loss", "loss",
+                "heal", "train_tokens", "train_corpus", "calib", "num_seqs", "seq_len", "seed")
 
 
 def _recipe(args: argparse.Namespace, defaults: dict) -> Recipe:
@@ -92,7 +93,7 @@ def _recipe(args: argparse.Namespace, defaults: dict) -> Recipe:
         raise ValueError(f"--method {args.method} leaves nothing in place of what it removes: drop --replacement, "
                          "or use --method block")
     return Recipe(method=args.method, layers=args.layers, sparsity=args.sparsity, sparsity_of=args.sparsity_of,
-                  metric=args.metric, replacement=args.replacement, heal=args.heal,
+                  metric=args.metric, replacement=args.replacement, linear_loss=args.linear_loss, heal=args.heal,
                   training=TrainConfig(loss=args.loss),
                   calibration=DataSpec(args.calib, "calibration", args.num_seqs, args.seq_len),
                   train_data=DataSpec(args.train_corpus, "train", max(1, args.train_tokens // args.seq_len),
@@ -265,13 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="block, the consecutive block --metric scores best (LLM-Streamline); shortgpt, the "
                             "layers of lowest Block Influence; sleb, layers removed one at a time by calibration "
                             "perplexity (slow: about L x N perplexity passes); replaceme, the cosine block with "
-                            "ReplaceMe's linear map; sharp, layers that reuse the MLP below them with low-rank "
-                            "recovery. shortgpt, sleb and sharp take no replacement (default: block)")
+                            "ReplaceMe's linear map (fitted as --linear-loss says); sharp, layers that reuse the MLP "
+                            "below them with low-rank recovery. shortgpt, sleb and sharp take no replacement "
+                            "(default: block)")
     prune.add_argument("--replacement", choices=REPLACEMENTS, default="none",
                        help="what stands in for the block: none, a residual FFN (ffn: SwiGLU; ffn_relu: ReLU), "
                             "the authors' plain FFN (ffn_authors: fc2(relu(fc1(h))), no residual, no norm), "
                             "one decoder layer, or ReplaceMe's linear map fitted on the training tokens and folded "
                             "into the layer before the block (default: none)")
+    prune.add_argument("--linear-loss", choices=LINEAR_LOSSES, default="lstsq",
+                       help="how ReplaceMe's map is fitted (--method replaceme or --replacement linear): lstsq, "
+                            "least squares in closed form (the reference's default), or cosine, the cosine distance "
+                            "minimised with Adam as the reference does (default: lstsq)")
     prune.add_argument("--loss", choices=["mse", "lm"], default="mse", help="training loss (default: mse)")
     prune.add_argument("--heal", choices=["none", "lora"], default="none",
                        help="after pruning, lora: train rank-8 LoRA updates of every linear layer on the next-token "

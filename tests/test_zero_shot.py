@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import warnings
 
 import pytest
@@ -279,6 +280,88 @@ def test_scoring_restores_training_mode(model, tokenizer):
     assert model.training
 
 
+# --- whole-prompt NLL (OpenCompass's "PPL", the stability metric's authors' form) ------------
+
+# WinoGrande-like pair: the options differ inside the context and share the sentence before them.
+WINO_REQUESTS = [("The cat sat on the mat", " because it was warm."), ("The cat sat on the floor", " because it was warm.")]
+
+
+def _direct_prompt_nll(model, tokens: list[int]) -> float:
+    """-sum of log P over every predicted token of the whole input: one plain forward pass, full logits."""
+    with torch.no_grad():
+        logprobs = model(torch.tensor([tokens[:-1]])).logits[0].float().log_softmax(-1)
+    return -sum(logprobs[q, tokens[q + 1]].item() for q in range(len(tokens) - 1))
+
+
+def _gemma3(vocab_size: int) -> Gemma3ForCausalLM:
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                              sliding_window=64, final_logit_softcapping=30.0)
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gemma3"])
+def test_prompt_nll_packed_and_whole_equal_a_plain_forward_pass(tokenizer, architecture):
+    model = _model(len(tokenizer)) if architecture == "llama" else _gemma3(len(tokenizer))
+    encoded = encode_requests(tokenizer, REQUESTS + WINO_REQUESTS, max_length=128)
+    direct = [_direct_prompt_nll(model, list(e.tokens)) for e in encoded]
+    plain = score_requests(model, encoded, batch_size=2, progress=False)
+    # Default groups (by context), options as groups (the WinoGrande pair shares only its opening), a group
+    # without any common prefix, one group of everything.
+    for groups in (None, [[0, 1], [2], [3], [4], [5, 6]], [[6, 0], [1, 2, 3, 4, 5]], [list(range(7))]):
+        for share_prefix in (True, False):
+            for batch_size in (1, 3):
+                logliks, nlls = score_requests(model, encoded, batch_size=batch_size, progress=False,
+                                               share_prefix=share_prefix, groups=groups, prompt_nll=True)
+                assert nlls == pytest.approx(direct, rel=1e-5, abs=1e-5), (groups, share_prefix, batch_size)
+                assert logliks == pytest.approx(plain, rel=1e-5, abs=1e-5), "logliks must not change"
+
+
+def test_prompt_nll_of_a_group_counts_the_shared_prefix_once_for_each_request(model, tokenizer):
+    first, second = encode_requests(tokenizer, WINO_REQUESTS, max_length=128)
+    segment = zero_shot._Segment.build([first, second], [0, 1], shared_bucket=2)
+    shared = len(os.path.commonprefix([first.tokens[:-1], second.tokens[:-1]]))
+    assert 1 < shared < len(first.tokens) - first.num_continuation  # the options differ inside the context
+    buckets = [b for _, _, b in segment.prompt_predictions]
+    assert buckets.count(2) == shared - 1  # the prefix's own tokens: predicted once for the group
+    # Each request: its first own token (from the prefix's last position), then every position of its branch.
+    assert buckets.count(0) == len(first.tokens) - shared and buckets.count(1) == len(second.tokens) - shared
+    assert zero_shot._Segment.build([first, second], [0, 1]).prompt_predictions == ()  # opt-in
+
+
+def test_prompt_nll_passes_keep_their_logits_within_the_budget(model, tokenizer, monkeypatch):
+    encoded = encode_requests(tokenizer, REQUESTS + WINO_REQUESTS, max_length=128)
+    expected = score_requests(model, encoded, progress=False, prompt_nll=True)
+    vocab = len(tokenizer)
+    monkeypatch.setattr(zero_shot, "PROMPT_NLL_LOGITS", 40 * vocab)  # 40 tokens of logits per pass
+    monkeypatch.setattr(zero_shot, "LOGSUMEXP_CHUNK", 3 * vocab)  # normalisers 3 positions at a time
+    sizes = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, output: sizes.append(output.shape[:-1].numel()))
+    for share_prefix in (True, False):
+        sizes.clear()
+        got = score_requests(model, encoded, batch_size=16, progress=False, share_prefix=share_prefix,
+                             prompt_nll=True)
+        assert got[0] == pytest.approx(expected[0], abs=1e-5) and got[1] == pytest.approx(expected[1], abs=1e-5)
+        assert len(sizes) > 1 and max(sizes) <= 40, (share_prefix, sizes)
+    hook.remove()
+
+
+def test_prompt_nlls_of_items_are_opencompass_means_over_every_token(model, bos_tokenizer):
+    # With BOS (as Gemma's tokenizer, or Llama's in the authors' runs): OpenCompass counts it, unpredicted.
+    items = _items()  # a usual item, a three-option item, and a WinoGrande-style item (continuation set)
+    results = score_items(model, bos_tokenizer, items, batch_size=2, progress=False, prompt_nll=True)
+    encoded = encode_requests(bos_tokenizer, [r for item in items for r in item.requests()], 128)
+    assert all(e.tokens[0] == bos_tokenizer.bos_token_id for e in encoded)
+    by_hand = [_direct_prompt_nll(model, list(e.tokens)) / len(e.tokens) for e in encoded]
+    assert [v for r in results for v in r.prompt_nlls] == pytest.approx(by_hand, rel=1e-5)
+    # The two WinoGrande options score the same continuation, yet their whole prompts differ.
+    assert results[2].prompt_nlls[0] != pytest.approx(results[2].prompt_nlls[1], rel=1e-3)
+    plain = score_items(model, bos_tokenizer, items, batch_size=2, progress=False)
+    assert all(r.prompt_nlls is None for r in plain)
+    assert [r.logliks for r in results] == [pytest.approx(r.logliks, abs=1e-5) for r in plain]
+
+
 # --- item results ----------------------------------------------------------------------
 
 def test_acc_and_acc_norm_differ_on_a_hand_made_item():
@@ -443,6 +526,38 @@ def test_cache_key_covers_the_tokenizer(model, tokenizer, bos_tokenizer, toy_tas
     calls = _count_forward_calls(model)
     evaluate_zero_shot(model, bos_tokenizer, limit=3, cache=tmp_path, progress=False)
     assert calls[0] > 0
+
+
+def test_prompt_nlls_round_trip_the_cache_under_their_own_key(model, tokenizer, toy_tasks, tmp_path):
+    plain = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False)
+    (plain_path,) = tmp_path.glob("*.json")
+    plain_stored = json.loads(plain_path.read_text())
+    # Without prompt_nll the key and the items are exactly what they were before the option existed.
+    assert set(plain_stored["key"]) == {"model", "task", "limit", "seed", "prompts", "tokens", "scoring_version"}
+    assert all(set(item) == {"task", "index", "gold", "logliks", "num_tokens", "num_chars"}
+               for item in plain_stored["result"]["items"])
+    assert all(item.prompt_nlls is None for item in plain.tasks["toy"].items)
+
+    calls = _count_forward_calls(model)
+    first = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False, prompt_nll=True)
+    assert calls[0] > 0, "a result without prompt NLLs must not answer a request for them"
+    (prompt_path,) = set(tmp_path.glob("*.json")) - {plain_path}
+    stored = json.loads(prompt_path.read_text())
+    assert stored["key"] == {**plain_stored["key"], "prompt_nll": True}  # the only difference
+    direct = score_items(model, tokenizer, _items(), progress=False, prompt_nll=True)
+    assert [r.prompt_nlls for r in first.tasks["toy"].items] == [pytest.approx(r.prompt_nlls) for r in direct]
+    calls[0] = 0
+    again = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False, prompt_nll=True)
+    assert calls[0] == 0 and again.tasks["toy"] == first.tasks["toy"]  # exact, prompt_nlls included
+    again = evaluate_zero_shot(model, tokenizer, limit=3, cache=tmp_path, progress=False)
+    assert calls[0] == 0 and again.tasks["toy"] == plain.tasks["toy"], "the plain entry is still used"
+
+
+def test_item_results_check_their_prompt_nlls():
+    item = ItemResult("toy", 0, 1, (-1.0, -2.0), (1, 1), (1, 1), prompt_nlls=(3.0, 2.5))
+    assert zero_shot._task_from_json(zero_shot._task_to_json(TaskResult("toy", (item,), 0.5))).items == (item,)
+    with pytest.raises(ValueError, match="prompt_nlls needs one entry per option"):
+        ItemResult("toy", 0, 0, (-1.0, -2.0), (1, 1), (1, 1), prompt_nlls=(3.0,))
 
 
 def test_corrupt_cache_file_is_ignored_and_rewritten(model, tokenizer, toy_tasks, tmp_path):

@@ -2,14 +2,26 @@
 and of decoding (one new token at a time with the KV cache, as ``generate`` does).
 
 A CPU timing moves by several percent from run to run (other work, frequency, caches), so a
-claim about a speed-up of a few percent is judged with :func:`compare_decode_speed`: the models
-are timed in interleaved rounds, and each model's speed relative to a reference gets an interval.
+claim about a speed-up is judged with :func:`compare_prefill_speed` and :func:`compare_decode_speed`:
+the models are timed in interleaved rounds, and each model's speed relative to a reference gets an
+interval. Interleaving cancels a slow spell that slows every model alike; it cannot cancel work
+that slows the models *unequally*. Other processes on the cores are such work when torch runs
+several threads: a decoder layer is dozens of small parallel operations (norms, rotary embeddings,
+activations, small matrix products), each ending at a barrier that waits for a thread whose core
+was taken, while the LM head is one large matrix product. On SmolLM2-135M (bfloat16, prefill of
+8 x 256 tokens, 2 cores shared with two busy processes) 2 threads made the 30 layers 3.4x slower
+than 1 thread but the LM head only 1.25x, so removing layers looked better than its share of the
+work: 2.2-2.7x for a 50% pruning whose ideal is 1.9-2.0x, against 1.91-2.06x with one thread.
+:class:`SpeedRounds` therefore records the thread count and the machine's load; a load above
+the cores means such a ratio is biased upward (time with ``torch.set_num_threads(1)``, or on an
+idle machine).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +30,8 @@ from torch import nn
 
 from .statistics import Interval, mean_interval
 
-__all__ = ["prefill_tokens_per_second", "decode_tokens_per_second", "SpeedRounds", "compare_decode_speed"]
+__all__ = ["prefill_tokens_per_second", "decode_tokens_per_second", "SpeedRounds", "compare_prefill_speed",
+           "compare_decode_speed"]
 
 
 def _best_time(run, device: torch.device, repeats: int) -> float:
@@ -97,9 +110,21 @@ def decode_tokens_per_second(
 
 @dataclass(frozen=True)
 class SpeedRounds:
-    """Decoding speeds of several models, one per model and round (tokens per second)."""
+    """Prefill or decoding speeds of several models, one per model and round (tokens per second)."""
 
     tokens_per_second: dict[str, list[float]]
+    threads: int | None = None  # torch's intra-op threads during the rounds
+    # The machine's 1-minute load average after the rounds (os.getloadavg; None where unavailable),
+    # and its logical cores: a load above the cores means other work shared them (see the module docstring).
+    load_average: float | None = None
+    cores: int | None = None
+
+    @property
+    def contended(self) -> bool | None:
+        """Whether the load exceeded the cores (other work competed), or None if either is unknown."""
+        if self.load_average is None or self.cores is None:
+            return None
+        return self.load_average > self.cores
 
     def ratios(self, name: str, reference: str) -> np.ndarray:
         """``name``'s speed over ``reference``'s, round by round (paired: the same moment of the machine)."""
@@ -108,6 +133,39 @@ class SpeedRounds:
     def ratio_interval(self, name: str, reference: str, level: float = 0.95) -> Interval:
         """The mean of :meth:`ratios` with a bootstrap interval over the rounds."""
         return mean_interval(self.ratios(name, reference), level=level)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _interleaved(models: Mapping[str, nn.Module], measure: Callable[[nn.Module, int], float],
+                 rounds: int) -> SpeedRounds:
+    """``measure(model, warmup)`` of every model once with a warm-up, then once per model per round, in turn."""
+    if rounds < 2:
+        raise ValueError(f"rounds={rounds}: an interval needs at least 2 rounds")
+    for model in models.values():
+        measure(model, 1)
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            speeds[name].append(measure(model, 0))
+    return SpeedRounds(speeds, torch.get_num_threads(), _load_average(), os.cpu_count())
+
+
+def compare_prefill_speed(models: Mapping[str, nn.Module], sequences: torch.Tensor, batch_size: int = 8,
+                          rounds: int = 9) -> SpeedRounds:
+    """Prefill speed of each of ``models`` on ``sequences`` in ``rounds`` interleaved rounds.
+
+    As :func:`compare_decode_speed`, with one timed :func:`prefill_tokens_per_second` pass over
+    all ``sequences`` per model per round (after one warm-up pass each). Judge a speed-up by
+    :meth:`SpeedRounds.ratio_interval`, and check :attr:`SpeedRounds.contended`.
+    """
+    return _interleaved(models, lambda model, warmup: prefill_tokens_per_second(
+        model, sequences, batch_size, warmup=len(sequences) if warmup else 0, repeats=1), rounds)
 
 
 def compare_decode_speed(models: Mapping[str, nn.Module], prompts: torch.Tensor, new_tokens: int = 32,
@@ -119,12 +177,5 @@ def compare_decode_speed(models: Mapping[str, nn.Module], prompts: torch.Tensor,
     models of that round alike and the per-round ratios cancel it. Use the spread of the
     ratios (:meth:`SpeedRounds.ratio_interval`) to tell a speed-up from timing noise.
     """
-    if rounds < 2:
-        raise ValueError(f"rounds={rounds}: an interval needs at least 2 rounds")
-    for model in models.values():
-        decode_tokens_per_second(model, prompts, new_tokens, warmup=1, repeats=1)
-    speeds: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            speeds[name].append(decode_tokens_per_second(model, prompts, new_tokens, warmup=0, repeats=1))
-    return SpeedRounds(speeds)
+    return _interleaved(models, lambda model, warmup: decode_tokens_per_second(
+        model, prompts, new_tokens, warmup=warmup, repeats=1), rounds)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas
 
-from .zero_shot import ItemResult, Metric, TaskResult, ZeroShotResult, check_comparable, check_metric
+from .zero_shot import ItemResult, Metric, ScoredItem, TaskResult, ZeroShotResult, check_comparable, check_metric
 
 __all__ = [
     "Interval",
@@ -95,8 +95,15 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def loglik_margin(item: ItemResult) -> float:
-    """The gold option's log-likelihood minus the best other option's (> 0 iff ``acc`` is right)."""
+def loglik_margin(item: ScoredItem) -> float:
+    """The gold option's log-likelihood minus the best other option's (> 0 iff ``acc`` is right).
+
+    For a last-word item (:class:`~streamline_lib.evaluation.last_word.LastWordResult`) its
+    ``margin``: the smallest gap, over the word's tokens, between the token's log-probability
+    and the best other token's (> 0 iff every token is the unique argmax).
+    """
+    if not isinstance(item, ItemResult):
+        return item.margin
     others = [ll for i, ll in enumerate(item.logliks) if i != item.gold]
     return item.logliks[item.gold] - max(others)
 

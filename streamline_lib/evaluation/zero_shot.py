@@ -21,6 +21,14 @@ documented behaviour (our own code):
   lm-eval's length normalisation. Ties go to the first option (``numpy.argmax``).
   lm-eval reports ``acc_norm`` only for ARC, HellaSwag, OpenBookQA and PIQA; for
   WinoGrande every option scores the same continuation, so here ``acc_norm == acc``.
+* **Whole-prompt NLL** (opt-in, ``prompt_nll=True``; the input of the stability
+  metric in its authors' form, :mod:`streamline_lib.evaluation.stability`). What
+  OpenCompass's HuggingFace wrapper calls "PPL": the negative log-likelihood of
+  every predicted token of the whole request (context and continuation, no mask),
+  divided by the number of its tokens, the first, unpredicted one (BOS when the
+  tokenizer adds one) included. It needs the LM head at every position, not only
+  the continuation's, which costs more than a small model's body for a large
+  vocabulary, so only the dense model's stability reference should ask for it.
 
 Requests are sorted by length and scored in right-padded batches, so the batch
 size changes speed, not results (up to float rounding). With ``cache``, results are kept
@@ -33,11 +41,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
 import torch
 from torch import nn
@@ -57,6 +65,7 @@ __all__ = [
     "Metric",
     "EncodedRequest",
     "ItemResult",
+    "ScoredItem",
     "TaskResult",
     "ZeroShotResult",
     "adds_bos",
@@ -96,6 +105,15 @@ PACKED_BATCH_TOKENS = 1024
 # questions, short enough that attention over the whole row stays cheap. A longer
 # question gets a row of its own.
 PACKED_ROW_TOKENS = 256
+
+# With prompt_nll=True every position's logits are needed: at most this many logits
+# (positions x vocabulary) per forward pass, 128 MB in bfloat16. SmolLM2's 49k vocabulary
+# keeps PACKED_BATCH_TOKENS per pass; Gemma 3's 262k cuts a pass to 256 tokens (one row).
+PROMPT_NLL_LOGITS = 2**26
+
+# The float32 log-softmax normaliser of many positions is computed this many logits at a
+# time (64 MB), so a float32 copy of all the logits of a pass is never made.
+LOGSUMEXP_CHUNK = 2**24
 
 
 def check_metric(metric: str) -> None:
@@ -166,10 +184,26 @@ def encode_requests(tokenizer: PreTrainedTokenizerBase, requests: Sequence[tuple
 
 # --- scoring -------------------------------------------------------------------------
 
+@overload
+def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int = ...,
+                   progress: bool = ..., desc: str = ..., share_prefix: bool = ...,
+                   groups: Sequence[Sequence[int]] | None = ..., *, prompt_nll: Literal[False] = ...) -> list[float]:
+    ...
+
+
+@overload
+def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int = ...,
+                   progress: bool = ..., desc: str = ..., share_prefix: bool = ...,
+                   groups: Sequence[Sequence[int]] | None = ..., *,
+                   prompt_nll: Literal[True]) -> tuple[list[float], list[float]]:
+    ...
+
+
 @torch.inference_mode()
 def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int = 16,
                    progress: bool = True, desc: str = "log-likelihood", share_prefix: bool = True,
-                   groups: Sequence[Sequence[int]] | None = None) -> list[float]:
+                   groups: Sequence[Sequence[int]] | None = None, *,
+                   prompt_nll: bool = False) -> list[float] | tuple[list[float], list[float]]:
     """``log P(continuation | context)`` of every request, in the order given.
 
     ``share_prefix=True`` (the default) runs the input prefix shared by a group of
@@ -182,6 +216,13 @@ def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_s
     sliding-window attention are scored whole when a packed context would be longer
     than the window, which one packed mask cannot express for all layers.
     The model is put in eval mode for the call and restored afterwards.
+
+    ``prompt_nll=True`` returns ``(logliks, prompt_nll_sums)``: also, per request, the
+    negative log-likelihood of its whole input, ``-sum log P(tokens[q + 1] | tokens[:q + 1])``
+    over every predicted token of context and continuation (a sum: divide it by
+    ``len(request.tokens)``, OpenCompass's count, for OpenCompass's "PPL"). It
+    needs the LM head at every position: opt-in, and passes are made smaller so
+    that their logits stay within ``PROMPT_NLL_LOGITS`` (2**26, 128 MB in bfloat16).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
@@ -189,10 +230,12 @@ def score_requests(model: nn.Module, requests: Sequence[EncodedRequest], batch_s
     model.eval()
     try:
         if share_prefix and _fits_window(model, requests):
-            return _score_packed(model, requests, groups, batch_size, progress, desc)
-        return _score_whole(model, requests, batch_size, progress, desc)
+            logliks, prompt = _score_packed(model, requests, groups, batch_size, progress, desc, prompt_nll)
+        else:
+            logliks, prompt = _score_whole(model, requests, batch_size, progress, desc, prompt_nll)
     finally:
         model.train(was_training)
+    return (logliks, prompt) if prompt is not None else logliks
 
 
 def _fits_window(model: nn.Module, requests: Sequence[EncodedRequest]) -> bool:
@@ -201,23 +244,44 @@ def _fits_window(model: nn.Module, requests: Sequence[EncodedRequest]) -> bool:
     return not isinstance(window, int) or all(len(r.tokens) <= window for r in requests)
 
 
-def _continuation_logliks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def continuation_logliks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sum over positions of ``log_softmax(logits)[target]``, in float32: ``(rows, n, vocab) -> (rows,)``."""
     logprobs = logits.float().log_softmax(dim=-1)
     return logprobs.gather(-1, targets[..., None])[..., 0].sum(-1)
 
 
+def _log_normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over the vocabulary of each row of ``(n, vocab)`` logits, in float32, in chunks of rows."""
+    step = max(1, LOGSUMEXP_CHUNK // logits.shape[-1])
+    return torch.cat([logits[start:start + step].float().logsumexp(dim=-1) for start in range(0, len(logits), step)])
+
+
+def _vocab_size(model: nn.Module) -> int:
+    """The number of logits per position: the LM head's output size."""
+    weight = getattr(lm_head(model), "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) else int(model.config.vocab_size)
+
+
+def _prompt_nll_tokens(model: nn.Module) -> int:
+    """Tokens per forward pass whose logits fit :data:`PROMPT_NLL_LOGITS` (at least 1)."""
+    return max(1, PROMPT_NLL_LOGITS // _vocab_size(model))
+
+
 def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_size: int, progress: bool,
-                 desc: str) -> list[float]:
+                 desc: str, prompt_nll: bool = False) -> tuple[list[float], list[float] | None]:
     """Every request as one right-padded row ``tokens[:-1]``, longest first.
 
     Requests with the same input (one-token options of one context, e.g. BoolQ's
     " no" / " yes") share one row, as lm-eval shares them. Only the logits of
-    continuation positions are computed (``logits_to_keep``).
+    continuation positions are computed (``logits_to_keep``), or with
+    ``prompt_nll`` those of every position, in passes of fewer rows.
+    Returns the log-likelihoods and, with ``prompt_nll``, the whole-input NLL sums.
     """
-    rows, batches = _whole_batches(requests, batch_size)
+    max_tokens = _prompt_nll_tokens(model) if prompt_nll else None
+    rows, batches = whole_batches(requests, batch_size, max_tokens)
     device = next(model.parameters()).device
     scores = [0.0] * len(requests)
+    prompt = [0.0] * len(requests) if prompt_nll else None
     for batch in progress_bar(batches, desc, enabled=progress):
         width = len(batch[0])
         input_ids = torch.zeros(len(batch), width, dtype=torch.long)
@@ -227,26 +291,45 @@ def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_siz
             attention_mask[row, :len(ids)] = 1
         # Logits at position p predict token p + 1, so a continuation of n tokens is predicted
         # from positions len(input) - n ... len(input) - 1. Keep logits from the earliest one.
-        first = min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
+        first = 0 if prompt_nll else min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                        use_cache=False, logits_to_keep=width - first).logits
         for row, ids in enumerate(batch):
+            if prompt is not None:  # every position of the row predicts the next token
+                row_logits = logits[row, :len(ids)]
+                normaliser = _log_normaliser(row_logits)
             for i in rows[ids]:
                 n = requests[i].num_continuation
                 start = len(ids) - n - first
                 targets = torch.tensor(requests[i].tokens[-n:], device=logits.device)
-                scores[i] = _continuation_logliks(logits[row, start:start + n], targets).item()
-    return scores
+                scores[i] = continuation_logliks(logits[row, start:start + n], targets).item()
+                if prompt is not None:
+                    targets = torch.tensor(requests[i].tokens[1:], device=logits.device)
+                    picked = row_logits.gather(-1, targets[:, None])[:, 0].float() - normaliser
+                    prompt[i] = -picked.double().sum().item()
+    return scores, prompt
 
 
-def _whole_batches(requests: Sequence[EncodedRequest], batch_size: int
+def whole_batches(requests: Sequence[EncodedRequest], batch_size: int, max_tokens: int | None = None
                    ) -> tuple[dict[tuple[int, ...], list[int]], list[list[tuple[int, ...]]]]:
-    """The distinct model inputs (``tokens[:-1]``) with their requests, and the inputs in batches, longest first."""
+    """The distinct model inputs (``tokens[:-1]``) with their requests, and the inputs in batches, longest first.
+
+    A batch has at most ``batch_size`` rows and, if ``max_tokens`` is given, at most
+    that many padded tokens (rows x its longest input), yet at least one row.
+    """
     rows: dict[tuple[int, ...], list[int]] = {}  # model input (the last token is only predicted) -> requests
     for i, request in enumerate(requests):
         rows.setdefault(request.tokens[:-1], []).append(i)
     inputs = sorted(rows, key=len, reverse=True)
-    return rows, [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+    if max_tokens is None:
+        return rows, [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+    batches: list[list[tuple[int, ...]]] = []
+    for ids in inputs:  # longest first: a batch's first input sets its width
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * len(batches[-1][0]) <= max_tokens:
+            batches[-1].append(ids)
+        else:
+            batches.append([ids])
+    return rows, batches
 
 
 def _request_groups(requests: Sequence[EncodedRequest],
@@ -263,7 +346,8 @@ def _request_groups(requests: Sequence[EncodedRequest],
 
 
 def _score_packed(model: nn.Module, requests: Sequence[EncodedRequest], groups: Sequence[Sequence[int]] | None,
-                  batch_size: int, progress: bool, desc: str) -> list[float]:
+                  batch_size: int, progress: bool, desc: str,
+                  prompt_nll: bool = False) -> tuple[list[float], list[float] | None]:
     """Score requests packed as prefix trees: a shared prefix runs once, and almost no padding.
 
     A group of requests forms a *segment*: the longest input prefix they share (a
@@ -278,30 +362,59 @@ def _score_packed(model: nn.Module, requests: Sequence[EncodedRequest], groups: 
     longest row. A question of k options thus costs its context once instead of k
     times, and almost no padding. Rows stay short because attention and its mask grow
     with the square of a row's length.
+
+    With ``prompt_nll`` every position's logits are kept, in passes of at most
+    :data:`PROMPT_NLL_LOGITS` logits, and each request's whole-input NLL is summed
+    too: the shared prefix's predictions of its own tokens are computed once per
+    group and added to every request of the group; the prediction at the prefix's
+    last position (of each request's first own token, which differs) and those in
+    the request's branch are its own. Returns the log-likelihoods and, with
+    ``prompt_nll``, the whole-input NLL sums.
     """
-    batches = _packed_batches(requests, groups, batch_size)
+    members = _request_groups(requests, groups)
+    max_tokens = min(PACKED_BATCH_TOKENS, _prompt_nll_tokens(model)) if prompt_nll else PACKED_BATCH_TOKENS
+    batches = _packed_batches(requests, members, batch_size, max_tokens, prompt_nll)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     scores = torch.zeros(len(requests), dtype=torch.float64)
+    # Whole-input NLL sums: one bucket per request (its own predictions), then one per group (the shared ones).
+    buckets = torch.zeros(len(requests) + len(members), dtype=torch.float64) if prompt_nll else None
     for batch in progress_bar(batches, desc, enabled=progress):
         inputs = _PackedBatch.build(batch, max(_row_tokens(row) for row in batch))
         mask = torch.zeros(inputs.allowed.shape, dtype=dtype).masked_fill_(~inputs.allowed, torch.finfo(dtype).min)
         with _logits_only_at(model, inputs.keep.to(device)):
             logits = model(input_ids=inputs.input_ids.to(device), attention_mask=mask[:, None].to(device),
                            position_ids=inputs.position_ids.to(device), use_cache=False).logits[0]
-        logsumexp = logits.float().logsumexp(dim=-1)
+        logsumexp = _log_normaliser(logits) if prompt_nll else logits.float().logsumexp(dim=-1)
         picked = logits[inputs.logit_rows.to(device), inputs.targets.to(device)].float()
         values = (picked - logsumexp[inputs.logit_rows.to(device)]).double().cpu()
         scores.index_add_(0, inputs.request_ids, values)
-    return scores.tolist()
+        if buckets is not None:
+            prompt_rows = inputs.prompt_rows.to(device)
+            picked = logits[prompt_rows, inputs.prompt_targets.to(device)].float()
+            buckets.index_add_(0, inputs.prompt_buckets, (logsumexp[prompt_rows] - picked).double().cpu())
+    if buckets is None:
+        return scores.tolist(), None
+    group_of = torch.empty(len(requests), dtype=torch.long)
+    for g, group in enumerate(members):
+        group_of[list(group)] = g
+    return scores.tolist(), (buckets[:len(requests)] + buckets[len(requests) + group_of]).tolist()
 
 
 def _packed_batches(requests: Sequence[EncodedRequest], groups: Sequence[Sequence[int]] | None,
-                    batch_size: int) -> list[list[list[_Segment]]]:
-    """The requests' prefix-tree segments, packed into rows and the rows into forward passes."""
-    segments = [_Segment.build([requests[i] for i in members], members)
-                for members in _request_groups(requests, groups)]
-    return _batches(_pack(segments, PACKED_ROW_TOKENS), batch_size, PACKED_BATCH_TOKENS)  # longest rows first
+                    batch_size: int, max_tokens: int = PACKED_BATCH_TOKENS,
+                    prompt_nll: bool = False) -> list[list[list[_Segment]]]:
+    """The requests' prefix-tree segments, packed into rows and the rows into forward passes.
+
+    With ``prompt_nll`` the segment of the g-th group adds its shared predictions to
+    bucket ``len(requests) + g`` (see ``_score_packed``). Rows are at most
+    ``max_tokens`` long too (a pass holds at least one row), except a longer segment's own.
+    """
+    segments = [_Segment.build([requests[i] for i in members], members,
+                               shared_bucket=len(requests) + g if prompt_nll else None)
+                for g, members in enumerate(_request_groups(requests, groups))]
+    rows = _pack(segments, min(PACKED_ROW_TOKENS, max_tokens))
+    return _batches(rows, batch_size, max_tokens)  # longest rows first
 
 
 @dataclass(frozen=True)
@@ -312,13 +425,20 @@ class _Segment:
     branches: tuple[int, ...]  # 0 for shared tokens, k for the k-th request's own tokens (1-based)
     positions: tuple[int, ...]  # position ids: each token's place in its request's own input
     predictions: tuple[tuple[int, int, int], ...]  # (offset whose logits predict, target token, request)
+    # Whole-input NLL (prompt_nll): (offset whose logits predict, target token, bucket), every input position
+    # once: the shared prefix's predictions of its own tokens go to the group's bucket, the others to the request's.
+    prompt_predictions: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
-    def build(cls, requests: Sequence[EncodedRequest], request_ids: Sequence[int]) -> _Segment:
+    def build(cls, requests: Sequence[EncodedRequest], request_ids: Sequence[int],
+              shared_bucket: int | None = None) -> _Segment:
+        """The segment of ``requests``; with ``shared_bucket``, also their whole-input predictions."""
         inputs = [request.tokens[:-1] for request in requests]  # the last token is only predicted
         shared = len(os.path.commonprefix(inputs))
         tokens, branches, positions = list(inputs[0][:shared]), [0] * shared, list(range(shared))
         predictions = []
+        # Positions q < shared - 1 predict a token of the shared prefix: the same for every request, scored once.
+        prompt = [] if shared_bucket is None else [(q, inputs[0][q + 1], shared_bucket) for q in range(shared - 1)]
         for k, (request, request_id, ids) in enumerate(zip(requests, request_ids, inputs), start=1):
             branch_start = len(tokens) - shared  # offset of the request's position q >= shared is q + this
             tokens += ids[shared:]
@@ -327,7 +447,10 @@ class _Segment:
             for q in range(len(ids) - request.num_continuation, len(ids)):
                 offset = q if q < shared else q + branch_start
                 predictions.append((offset, request.tokens[q + 1], request_id))
-        return cls(tuple(tokens), tuple(branches), tuple(positions), tuple(predictions))
+            if shared_bucket is not None:  # the prefix's last position predicts the request's own next token
+                for q in range(max(shared - 1, 0), len(ids)):
+                    prompt.append((q if q < shared else q + branch_start, request.tokens[q + 1], request_id))
+        return cls(tuple(tokens), tuple(branches), tuple(positions), tuple(predictions), tuple(prompt))
 
 
 def _row_tokens(row: Sequence[_Segment]) -> int:
@@ -380,15 +503,21 @@ class _PackedBatch:
     logit_rows: torch.Tensor  # (predictions,) index into the kept logits, row-major
     targets: torch.Tensor  # (predictions,) the token each prediction scores
     request_ids: torch.Tensor  # (predictions,) the request each prediction adds to
+    # The segments' prompt_predictions (empty without prompt_nll), in the same form, into NLL buckets.
+    prompt_rows: torch.Tensor
+    prompt_targets: torch.Tensor
+    prompt_buckets: torch.Tensor
 
     @classmethod
     def build(cls, rows: Sequence[Sequence[_Segment]], width: int) -> _PackedBatch:
+        """The tensors of ``rows``; every segment position's logits are kept if a segment has prompt predictions."""
         input_ids = torch.zeros(len(rows), width, dtype=torch.long)
         position_ids = torch.zeros(len(rows), width, dtype=torch.long)
         segment_of = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
         branch_of = torch.zeros(len(rows), width, dtype=torch.long)
         keep = torch.zeros(len(rows), width, dtype=torch.bool)
         predictions = []  # (row, position, target, request)
+        prompt = []  # (row, position, target, bucket)
         for r, segments in enumerate(rows):
             offset = 0
             for s, segment in enumerate(segments):
@@ -398,18 +527,24 @@ class _PackedBatch:
                 segment_of[r, span] = s
                 branch_of[r, span] = torch.tensor(segment.branches)
                 predictions += [(r, offset + p, target, request) for p, target, request in segment.predictions]
+                prompt += [(r, offset + p, target, bucket) for p, target, bucket in segment.prompt_predictions]
                 offset += len(segment.tokens)
         query, key = (slice(None), slice(None), None), (slice(None), None, slice(None))
         causal = torch.ones(width, width, dtype=torch.bool).tril()
         same_tree = (segment_of[query] == segment_of[key]) & (segment_of[query] >= 0)
         same_branch = (branch_of[key] == 0) | (branch_of[key] == branch_of[query])
         allowed = (same_tree & same_branch & causal) | torch.eye(width, dtype=torch.bool)  # padding sees itself
+        if prompt:  # whole-input NLL: every token of every segment predicts the next one
+            keep = segment_of >= 0
         for r, p, _, _ in predictions:
             keep[r, p] = True
         kept_index = keep.flatten().cumsum(0) - 1  # position in the kept logits, row-major
         flat = torch.tensor([r * width + p for r, p, _, _ in predictions])
+        prompt_flat = torch.tensor([r * width + p for r, p, _, _ in prompt], dtype=torch.long)
         return cls(input_ids, position_ids, allowed, keep, kept_index[flat],
-                   torch.tensor([t for _, _, t, _ in predictions]), torch.tensor([q for _, _, _, q in predictions]))
+                   torch.tensor([t for _, _, t, _ in predictions]), torch.tensor([q for _, _, _, q in predictions]),
+                   kept_index[prompt_flat], torch.tensor([t for _, _, t, _ in prompt], dtype=torch.long),
+                   torch.tensor([b for _, _, _, b in prompt], dtype=torch.long))
 
 
 @contextmanager
@@ -444,9 +579,12 @@ class ItemResult:
     """The scores of one item's options, and what follows from them.
 
     Stored: every option's log-likelihood, its number of continuation tokens and
-    its length in characters (without lm-eval's leading delimiter space). Derived:
-    per-option perplexity, the ``acc`` and ``acc_norm`` predictions and whether
-    they are right.
+    its length in characters (without lm-eval's leading delimiter space), and, when
+    scored with ``prompt_nll=True``, ``prompt_nlls``: every option's mean token
+    negative log-likelihood of the whole filled-in prompt (context and option), what
+    OpenCompass calls "PPL" (the stability metric's input in its authors' form).
+    Derived: per-option perplexity of the continuation, the ``acc`` and ``acc_norm``
+    predictions and whether they are right.
     """
 
     task: str
@@ -455,17 +593,21 @@ class ItemResult:
     logliks: tuple[float, ...]
     num_tokens: tuple[int, ...]
     num_chars: tuple[int, ...]
+    prompt_nlls: tuple[float, ...] | None = None  # per option: whole-prompt NLL / its number of tokens
 
     def __post_init__(self) -> None:
         if not len(self.logliks) == len(self.num_tokens) == len(self.num_chars) >= 2:
             raise ValueError(f"{self.task}[{self.index}]: logliks, num_tokens and num_chars need one "
                              "entry per option (at least 2)")
+        if self.prompt_nlls is not None and len(self.prompt_nlls) != len(self.logliks):
+            raise ValueError(f"{self.task}[{self.index}]: prompt_nlls needs one entry per option")
         if not 0 <= self.gold < len(self.logliks):
             raise ValueError(f"{self.task}[{self.index}]: gold {self.gold} outside the options")
 
     @property
     def perplexities(self) -> tuple[float, ...]:
-        """Per-option perplexity ``exp(-loglik / num_tokens)`` (the stability metric's input)."""
+        """Per-option perplexity of the continuation, ``exp(-loglik / num_tokens)`` (the input of the
+        stability metric's ``continuation_perplexity`` form)."""
         return tuple(math.exp(-ll / n) for ll, n in zip(self.logliks, self.num_tokens))
 
     @property
@@ -497,13 +639,38 @@ class ItemResult:
         return self.answer(metric) == self.gold
 
 
+# --- any item scored right or wrong: a multiple-choice ItemResult or a last-word result ---
+
+@runtime_checkable
+class ScoredItem(Protocol):
+    """What accuracies, retention, paired comparisons and flips need of one scored item.
+
+    :class:`ItemResult` (multiple choice) and
+    :class:`~streamline_lib.evaluation.last_word.LastWordResult` (a passage's last word)
+    both are one, so a :class:`TaskResult` holds either and a :class:`ZeroShotResult` can
+    mix tasks of both kinds. Per-option scores (``logliks``, ``perplexities``: the
+    stability metric's input) belong to multiple-choice items only.
+    """
+
+    task: str
+    index: int  # the item's row in its dataset split: what pairs two models' results
+
+    def answer(self, metric: Metric = "acc") -> Hashable:
+        """The model's answer under ``metric`` (what :func:`~streamline_lib.evaluation.distance.flips` compares)."""
+        ...
+
+    def is_correct(self, metric: Metric = "acc") -> bool:
+        """Whether the item is answered right under ``metric``."""
+        ...
+
+
 @dataclass(frozen=True)
 class TaskResult:
     """One task's item results, accuracies and chance level."""
 
     task: str
-    items: tuple[ItemResult, ...]
-    chance: float  # mean over items of 1 / number of options
+    items: tuple[ScoredItem, ...]  # ItemResult for a multiple-choice task, LastWordResult for a last-word one
+    chance: float  # mean over items of 1 / number of options (0 for a last word)
 
     @property
     def n(self) -> int:
@@ -548,8 +715,8 @@ class ZeroShotResult:
         return sum(task.chance for task in self.tasks.values()) / len(self.tasks)
 
     @property
-    def items(self) -> tuple[ItemResult, ...]:
-        """Every item result, task after task (for the stability metric)."""
+    def items(self) -> tuple[ScoredItem, ...]:
+        """Every item result, task after task (for the stability metric: of multiple-choice tasks)."""
         return tuple(item for task in self.tasks.values() for item in task.items)
 
     def subset(self, tasks: Iterable[str]) -> ZeroShotResult:
@@ -563,8 +730,12 @@ class ZeroShotResult:
 
 
 def _item_results(items: Sequence[MultipleChoiceItem], encoded: Sequence[EncodedRequest],
-                  logliks: Sequence[float]) -> tuple[ItemResult, ...]:
-    """Group per-request scores (in ``item.requests()`` order) back into item results."""
+                  logliks: Sequence[float], prompt_sums: Sequence[float] | None = None) -> tuple[ItemResult, ...]:
+    """Group per-request scores (in ``item.requests()`` order) back into item results.
+
+    ``prompt_sums``: per request, the NLL sum over its whole input (``score_requests(...,
+    prompt_nll=True)``), divided here by its number of tokens as OpenCompass divides.
+    """
     results, position = [], 0
     for item in items:
         options = range(position, position + len(item.choices))
@@ -574,6 +745,8 @@ def _item_results(items: Sequence[MultipleChoiceItem], encoded: Sequence[Encoded
             logliks=tuple(logliks[i] for i in options),
             num_tokens=tuple(encoded[i].num_continuation for i in options),
             num_chars=tuple(len(cont.removeprefix(" ")) for _, cont in item.requests()),
+            prompt_nlls=None if prompt_sums is None else tuple(prompt_sums[i] / len(encoded[i].tokens)
+                                                                for i in options),
         ))
     return tuple(results)
 
@@ -592,64 +765,115 @@ def _option_groups(items: Sequence[MultipleChoiceItem]) -> list[range]:
 
 
 def score_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Sequence[MultipleChoiceItem],
-                batch_size: int = 16, progress: bool = True) -> tuple[ItemResult, ...]:
-    """Score any multiple-choice items (no cache): one :class:`ItemResult` per item."""
+                batch_size: int = 16, progress: bool = True, prompt_nll: bool = False) -> tuple[ItemResult, ...]:
+    """Score any multiple-choice items (no cache): one :class:`ItemResult` per item.
+
+    ``prompt_nll=True`` also fills :attr:`ItemResult.prompt_nlls` (costs the LM head
+    at every position; see :func:`evaluate_zero_shot`).
+    """
     encoded = encode_requests(tokenizer, _requests(items), max_context_length(model))
-    return _item_results(items, encoded, score_requests(model, encoded, batch_size, progress,
-                                                        groups=_option_groups(items)))
+    return _item_results(items, encoded, *_scores(model, encoded, batch_size, progress, "log-likelihood",
+                                                  _option_groups(items), prompt_nll))
+
+
+def _scores(model: nn.Module, encoded: Sequence[EncodedRequest], batch_size: int, progress: bool, desc: str,
+            groups: Sequence[Sequence[int]], prompt_nll: bool) -> tuple[list[float], list[float] | None]:
+    """The log-likelihoods and, with ``prompt_nll``, the whole-input NLL sums (else None)."""
+    if prompt_nll:
+        return score_requests(model, encoded, batch_size, progress, desc=desc, groups=groups, prompt_nll=True)
+    return score_requests(model, encoded, batch_size, progress, desc=desc, groups=groups), None
 
 
 # --- evaluation with the results cache ------------------------------------------------
 
+def _item_to_json(item: ItemResult) -> dict[str, Any]:
+    data = asdict(item)
+    if data["prompt_nlls"] is None:  # left out, so entries without it read as they did before the field
+        del data["prompt_nlls"]
+    return data
+
+
 def _task_to_json(result: TaskResult) -> dict[str, Any]:
     # acc, acc_norm and n are written for people reading the file; loading recomputes them.
     return {"task": result.task, "chance": result.chance, "n": result.n, "acc": result.acc,
-            "acc_norm": result.acc_norm, "items": [asdict(item) for item in result.items]}
+            "acc_norm": result.acc_norm, "items": [_item_to_json(item) for item in result.items]}
 
 
 def _task_from_json(data: dict[str, Any]) -> TaskResult:
     items = tuple(ItemResult(task=d["task"], index=d["index"], gold=d["gold"], logliks=tuple(d["logliks"]),
-                             num_tokens=tuple(d["num_tokens"]), num_chars=tuple(d["num_chars"]))
+                             num_tokens=tuple(d["num_tokens"]), num_chars=tuple(d["num_chars"]),
+                             prompt_nlls=None if d.get("prompt_nlls") is None else tuple(d["prompt_nlls"]))
                   for d in data["items"])
     return TaskResult(task=data["task"], items=items, chance=data["chance"])
+
+
+def task_cache_key(model_fingerprint: str | None, task: str, limit: int | None, seed: int | None,
+                   requests: Sequence[tuple[str, str]], encoded: Sequence[EncodedRequest]) -> dict[str, Any]:
+    """The results-cache key of one task's scores, for every kind of task.
+
+    Prompts and tokens are both keyed: the tokens cover the tokenizer, BOS and truncation;
+    the strings cover ``acc_norm``'s character counts. A scorer adds its own entries.
+    """
+    return {"model": model_fingerprint, "task": task, "limit": limit, "seed": seed,
+            "prompts": results_cache.fingerprint(requests),
+            "tokens": results_cache.fingerprint([[e.tokens, e.num_continuation] for e in encoded]),
+            "scoring_version": SCORING_VERSION}
 
 
 def _evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: str,
                    items: Sequence[MultipleChoiceItem], limit: int | None, seed: int | None,
                    model_fingerprint: str | None, cache_folder: Path | None, batch_size: int,
-                   progress: bool) -> TaskResult:
+                   progress: bool, prompt_nll: bool = False) -> TaskResult:
     requests = _requests(items)
     encoded = encode_requests(tokenizer, requests, max_context_length(model))
     key = None
     if cache_folder is not None:
-        # Prompts and tokens are both keyed: the tokens cover the tokenizer, BOS and
-        # truncation; the strings cover acc_norm's character counts.
-        key = {"model": model_fingerprint, "task": task, "limit": limit, "seed": seed,
-               "prompts": results_cache.fingerprint(requests),
-               "tokens": results_cache.fingerprint([[e.tokens, e.num_continuation] for e in encoded]),
-               "scoring_version": SCORING_VERSION}
+        key = task_cache_key(model_fingerprint, task, limit, seed, requests, encoded)
+        if prompt_nll:  # only then, so that the keys of results scored without it stay as they were
+            key["prompt_nll"] = True
         cached = results_cache.load_result(cache_folder, key, _task_from_json)
         if cached is not None:
             return cached
-    logliks = score_requests(model, encoded, batch_size, progress, desc=task, groups=_option_groups(items))
-    result = TaskResult(task, _item_results(items, encoded, logliks), chance_level(items))
+    scores = _scores(model, encoded, batch_size, progress, task, _option_groups(items), prompt_nll)
+    result = TaskResult(task, _item_results(items, encoded, *scores), chance_level(items))
     if key is not None:
         results_cache.store_result(cache_folder, key, _task_to_json(result))
     return result
 
 
+#: Evaluators of the tasks whose items are not multiple choice, by item class. The module that
+#: scores such a task registers its evaluator here when it is imported, so this module needs
+#: no import of it (:mod:`streamline_lib.evaluation.last_word` registers LAMBADA's; importing
+#: :mod:`streamline_lib.evaluation` imports it). An evaluator takes :func:`_evaluate_task`'s arguments.
+TASK_EVALUATORS: dict[type, Callable[..., TaskResult]] = {}
+
+
+def _evaluator(items: Sequence[Any]) -> Callable[..., TaskResult]:
+    """The evaluator of one task's items: :func:`_evaluate_task` for multiple choice, else the registered one."""
+    if not items or isinstance(items[0], MultipleChoiceItem):
+        return _evaluate_task
+    kind = type(items[0])
+    if kind not in TASK_EVALUATORS:
+        raise TypeError(f"no evaluator is registered for {kind.__name__} items; import the module that scores them")
+    return TASK_EVALUATORS[kind]
+
+
 def evaluate_zero_shot(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                        tasks: str | Iterable[str] | None = None, limit: Limit = EVAL_SET,
                        seed: int | None = EVAL_SEED, batch_size: int = 16,
-                       cache: bool | str | os.PathLike = False, progress: bool = True) -> ZeroShotResult:
-    """Zero-shot ``acc`` and ``acc_norm`` of ``model`` on benchmark tasks (default: all eight).
+                       cache: bool | str | os.PathLike = False, progress: bool = True,
+                       prompt_nll: bool = False) -> ZeroShotResult:
+    """Zero-shot ``acc`` and ``acc_norm`` of ``model`` on benchmark tasks (default: the paper's eight).
 
     By default on the book's shared evaluation set
     (:data:`streamline_lib.data.zero_shot_tasks.EVAL_SET`, 2,346 items), so every model is
     scored on the same items and paired comparisons apply
     (:mod:`streamline_lib.evaluation.statistics`).
 
-    :param tasks: task names from :data:`streamline_lib.data.zero_shot_tasks.TASKS`, or None for all.
+    :param tasks: task names from :data:`streamline_lib.data.zero_shot_tasks.TASKS`, or None for the paper's
+        eight (:data:`~streamline_lib.data.zero_shot_tasks.PAPER_TASKS`). A last-word task (LAMBADA) is
+        scored by :func:`streamline_lib.evaluation.last_word.evaluate_last_word_task` (greedy ``acc``;
+        ``acc_norm == acc``), into the same result.
     :param limit: which items, as in :func:`streamline_lib.data.zero_shot_tasks.load_tasks`:
         one limit for every task or one per task, the first ``limit`` items or a
         random subset of that size drawn with ``seed``; ``limit=None``: every item.
@@ -658,12 +882,17 @@ def evaluate_zero_shot(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
     :param cache: False, True or a folder, as in :mod:`streamline_lib.core.results_cache`:
         True or a folder reuses and keeps each task's scores there; False (the
         default) scores everything afresh.
+    :param prompt_nll: also record every option's whole-prompt mean NLL
+        (:attr:`ItemResult.prompt_nlls`), the input of the stability metric in its
+        authors' form; only the dense model needs it. It computes the LM head at every
+        position, not only the continuation's (for Gemma's 262k vocabulary more than
+        the model's body). Cached under its own key.
     """
     items_by_task = load_tasks(tasks, limit, seed)
     cache_folder = results_cache.cache_location(cache)
     model_fingerprint = results_cache.model_fingerprint(model) if cache_folder is not None else None
-    results = {name: _evaluate_task(model, tokenizer, name, items, task_limit(limit, name), seed, model_fingerprint,
-                                    cache_folder, batch_size, progress)
+    results = {name: _evaluator(items)(model, tokenizer, name, items, task_limit(limit, name), seed, model_fingerprint,
+                                       cache_folder, batch_size, progress, prompt_nll)
                for name, items in items_by_task.items()}
     return ZeroShotResult(results, limit, seed)
 

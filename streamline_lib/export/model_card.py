@@ -70,7 +70,7 @@ def _what_was_removed(metadata: dict[str, Any]) -> str:
                     "trained to do the block's work",
         "ffn_authors": "LLM-Streamline's feed-forward network as its authors build it, fc2(relu(fc1(h))) with no "
                        "residual and no norm, trained to do the block's work",
-        "linear": "a linear map fitted by least squares (ReplaceMe), folded into the layer before the block",
+        "linear": "a linear map fitted on calibration text (ReplaceMe), folded into the layer before the block",
     }[metadata["replacement"]]
     return f"{where}; in their place: {instead}"
 
@@ -87,7 +87,9 @@ def _training(metadata: dict[str, Any]) -> list[str]:
             f"{train['wall_time_s'] / 60:.1f} min; best validation loss {train['best_val_loss']:.4g} "
             f"(plain removal: {train['baseline_val_loss']:.4g})")
     if (fit := metadata.get("linear_fit")) is not None:
-        lines.append(f"- linear map: least squares on {fit['tokens']:,} token positions, {fit['seconds']:.0f} s; "
+        how = ("least squares" if fit.get("loss", "lstsq") == "lstsq"
+               else f"cosine distance ({fit['steps']:,} Adam steps)")
+        lines.append(f"- linear map: {how} on {fit['tokens']:,} token positions, {fit['seconds']:.0f} s; "
                      f"block-output error {fit['fitted_error']:.4g} (plain removal: {fit['removal_error']:.4g})")
     if (heal := metadata.get("healing")) is not None:
         lines.append(

@@ -39,7 +39,7 @@ from ..architecture.layers import (
     replace_block,
 )
 from ..core.deprecation import positional_deprecated
-from .linear_replacement import LinearFit, fit_linear_map, fold_linear_map
+from .linear_replacement import LINEAR_LOSSES, CosineConfig, LinearFit, fit_linear_map, fold_linear_map
 from .replacement import NO_MODULE, REPLACEMENTS, check_replacement, layers_to_replace, make_replacement
 from .scoring import HiddenStateStats, block_scores, score_blocks
 from .trained_cache import cached_training, training_key
@@ -86,6 +86,7 @@ def prune(
     train_sequences: torch.Tensor | None = None,
     train_config: TrainConfig | None = None,
     cache: bool | str | os.PathLike = False,
+    linear_loss: str = "lstsq",
 ) -> PruneResult:
     """A copy of ``model`` with layers ``start`` to ``start+n-1`` replaced by a ``replacement``.
 
@@ -95,10 +96,16 @@ def prune(
     :class:`~streamline_lib.methods.training.TrainConfig`, whose ``seed`` also initialises the replacement), against
     ``model``'s own hidden states for ``loss="mse"``; otherwise it is left untrained.
     ``"none"`` has nothing to train and ignores ``train_sequences``. ``"linear"`` trains
-    nothing either: it fits ReplaceMe's map in closed form on ``train_sequences`` (leaving
-    out ``train_config.mse_skip_tokens`` positions, like the MSE), folds it into layer
+    nothing either: it fits ReplaceMe's map on ``train_sequences`` (leaving out
+    ``train_config.mse_skip_tokens`` positions, like the MSE), folds it into layer
     ``start - 1`` and removes the block; without sequences the map is the identity, i.e.
-    plain removal. The fit is one forward pass, so it is not cached.
+    plain removal. ``linear_loss`` (one of
+    :data:`~streamline_lib.methods.linear_replacement.LINEAR_LOSSES`) chooses the fit:
+    ``"lstsq"``, least squares in closed form (the reference's default), or ``"cosine"``, the
+    cosine distance minimised with Adam as the reference does
+    (:class:`~streamline_lib.methods.linear_replacement.CosineConfig`, shuffled with
+    ``train_config.seed``). The fit is one forward pass (and, for ``"cosine"``, Adam steps
+    over the stored activations), so it is not cached.
 
     ``model`` is not changed: the result holds a deep copy, so both are in memory.
 
@@ -107,13 +114,20 @@ def prune(
     that decides them is the same (see the module docstring); False always trains.
     """
     config = train_config or TrainConfig()
+    if linear_loss not in LINEAR_LOSSES:
+        raise ValueError(f"linear_loss={linear_loss!r}: choose one of {', '.join(map(repr, LINEAR_LOSSES))}")
+    if linear_loss != "lstsq" and replacement != "linear":
+        raise ValueError(f"linear_loss={linear_loss!r} chooses how ReplaceMe's map is fitted, but "
+                         f"replacement={replacement!r} has none: use replacement='linear' or drop linear_loss")
     module = make_replacement(model, start, n, replacement, seed=config.seed)  # validates start, n, replacement
     pruned = copy.deepcopy(model)
     if replacement == "linear":
         fit = None
         if train_sequences is not None:
+            cosine = CosineConfig(seed=config.seed) if linear_loss == "cosine" else None
             t, fit = fit_linear_map(model, start, n, train_sequences, skip_tokens=config.mse_skip_tokens,
-                                    batch_size=config.batch_size, progress=config.progress)
+                                    batch_size=config.batch_size, progress=config.progress, loss=linear_loss,
+                                    cosine=cosine)
             fold_linear_map(pruned, start - 1, t)
         return PruneResult(remove_layers(pruned, start, n), start, n, replacement, None, fit)
     if module is None:

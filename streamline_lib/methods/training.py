@@ -192,7 +192,7 @@ class _Pairs:
     targets: torch.Tensor  # h_{start+n}
 
 
-def _allocate(shape: tuple[int, ...], dtype: torch.dtype, directory: str | None, name: str) -> torch.Tensor:
+def allocate_buffer(shape: tuple[int, ...], dtype: torch.dtype, directory: str | None, name: str) -> torch.Tensor:
     """An uninitialised CPU tensor: in RAM, or memory-mapped to a new file in ``directory``."""
     if directory is None:
         return torch.empty(shape, dtype=dtype)
@@ -218,8 +218,8 @@ def _dense_pairs(
     smaller last batch), so every size training meets is recorded.
     """
     shape = (len(sequences), sequences.shape[1], dense.config.hidden_size)
-    pairs = _Pairs(_allocate(shape, dense.dtype, directory, f"{name}_inputs"),
-                   _allocate(shape, dense.dtype, directory, f"{name}_targets"))
+    pairs = _Pairs(allocate_buffer(shape, dense.dtype, directory, f"{name}_inputs"),
+                   allocate_buffer(shape, dense.dtype, directory, f"{name}_targets"))
 
     def record_call(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         hidden_states = args[0] if args else kwargs["hidden_states"]

@@ -127,7 +127,7 @@ def compress(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe:
     else:
         start = score_blocks(model, calibration, n=n, metric=recipe.metric, progress=progress).best_start
         pruned = prune(model, start, n, replacement=recipe.replacement, train_sequences=train,
-                       train_config=training, cache=cache)
+                       train_config=training, cache=cache, linear_loss=recipe.linear_loss)
         result = CompressResult(pruned.model, **made, removed_layers=pruned.removed_layers, start=start,
                                 train_result=pruned.train_result, linear_fit=pruned.linear_fit)
     if recipe.heal == "lora":

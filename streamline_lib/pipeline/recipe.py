@@ -2,7 +2,8 @@
 
 A :class:`Recipe` says which method removes what (``block``: LLM-Streamline's most redundant
 consecutive block, with any replacement; ``shortgpt``, ``sleb``: layers that need not be
-neighbours; ``replaceme``: the block with ReplaceMe's least-squares map; ``sharp``: SHARP's
+neighbours; ``replaceme``: the block with ReplaceMe's linear map (``linear_loss``: least squares
+or cosine distance); ``sharp``: SHARP's
 shared MLPs with low-rank recovery), how much (``layers``, or a ``sparsity`` of all parameters
 or of the decoder layers'), how anything is trained or healed (:class:`~streamline_lib.methods.training.TrainConfig`,
 :class:`~streamline_lib.methods.healing.LoraSettings`), and from which text (:class:`DataSpec`, and one ``seed`` for the data
@@ -29,6 +30,7 @@ import yaml
 from ..core.files import atomic_write_text
 from ..data.text_data import CORPORA, SPLITS
 from ..methods.healing import LoraSettings, check_healing_config
+from ..methods.linear_replacement import LINEAR_LOSSES
 from ..methods.replacement import REPLACEMENTS
 from ..methods.scoring import METRICS
 from ..methods.sparsity import COUNTS
@@ -78,7 +80,9 @@ class Recipe:
     share of parameters removed net of the replacement put in their place (a ``layer``
     replacement takes out one layer more than plain removal, as the authors' code does, so
     that both remove the same parameters). ``replacement`` and ``metric`` apply to ``block``;
-    ``replaceme`` is ``block`` with ``replacement="linear"`` and the cosine metric. ``heal``
+    ``replaceme`` is ``block`` with ``replacement="linear"`` and the cosine metric;
+    ``linear_loss`` says how that map is fitted (ReplaceMe's two variants, ``"lstsq"`` or
+    ``"cosine"``: :func:`~streamline_lib.methods.linear_replacement.fit_linear_map`). ``heal``
     ``"lora"`` fine-tunes LoRA updates (``lora``) after any method but ``sharp``, with
     ``healing``; ``sharp`` warms its recovery up with ``training`` on the first
     ``warmup_seqs`` training windows and fine-tunes it with ``healing``.
@@ -90,6 +94,7 @@ class Recipe:
     sparsity_of: str = "total"
     metric: str = "cosine"
     replacement: str = "none"
+    linear_loss: str = "lstsq"
     heal: str = "none"
     training: TrainConfig = field(default_factory=TrainConfig)
     healing: TrainConfig = field(default_factory=lambda: TrainConfig(loss="lm", epochs=1))
@@ -110,12 +115,17 @@ class Recipe:
         _require(self.metric in METRICS, f"metric {self.metric!r}: choose one of {', '.join(METRICS)}")
         _require(self.replacement in REPLACEMENTS,
                  f"replacement {self.replacement!r}: choose one of {', '.join(REPLACEMENTS)}")
+        _require(self.linear_loss in LINEAR_LOSSES,
+                 f"linear_loss {self.linear_loss!r}: choose one of {', '.join(LINEAR_LOSSES)}")
         _require(self.heal in HEALING, f"heal {self.heal!r}: choose one of {', '.join(HEALING)}")
         _require(self.warmup_seqs is None or self.warmup_seqs >= 1, f"warmup_seqs={self.warmup_seqs}: at least 1")
         if self.method == "replaceme":
             _require(self.replacement in ("none", "linear") and self.metric == "cosine",
                      "method replaceme is the cosine block with ReplaceMe's linear map: drop replacement and metric")
             object.__setattr__(self, "replacement", "linear")
+        _require(self.linear_loss == "lstsq" or self.replacement == "linear",
+                 f"linear_loss {self.linear_loss!r} fits ReplaceMe's map: use method replaceme (or replacement "
+                 "linear), or drop linear_loss")
         if self.method in ("shortgpt", "sleb", "sharp"):
             _require(self.replacement == "none", f"method {self.method} leaves nothing in place of what it "
                                                  "removes: drop replacement, or use method block")
