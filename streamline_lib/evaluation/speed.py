@@ -11,7 +11,8 @@ activations, small matrix products), each ending at a barrier that waits for a t
 was taken, while the LM head is one large matrix product. On SmolLM2-135M (bfloat16, prefill of
 8 x 256 tokens, 2 cores shared with two busy processes) 2 threads made the 30 layers 3.4x slower
 than 1 thread but the LM head only 1.25x, so removing layers looked better than its share of the
-work: 2.2-2.7x for a 50% pruning whose ideal is 1.9-2.0x, against 1.91-2.06x with one thread.
+work: 2.2-2.7x for 19 of 30 layers removed, whose ideal is 1.90-2.02x (by parameters, or by
+FLOPs with attention and the LM head), against 1.9-2.1x with one thread.
 :class:`SpeedRounds` therefore records the thread count and the machine's load; a load above
 the cores means such a ratio is biased upward (time with ``torch.set_num_threads(1)``, or on an
 idle machine).
