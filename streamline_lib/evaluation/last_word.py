@@ -55,6 +55,7 @@ from .zero_shot import (
     continuation_logliks,
     encode_requests,
     max_context_length,
+    padded_rows,
     task_cache_key,
     whole_batches,
 )
@@ -148,11 +149,7 @@ def score_last_words(model: nn.Module, requests: Sequence[EncodedRequest], batch
     try:
         for batch in progress_bar(batches, desc, enabled=progress):
             width = len(batch[0])
-            input_ids = torch.zeros(len(batch), width, dtype=torch.long)
-            attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, :len(ids)] = torch.tensor(ids)
-                attention_mask[row, :len(ids)] = 1
+            input_ids, attention_mask = padded_rows(batch)
             # Logits at position p predict token p + 1: keep them from the batch's earliest word position.
             first = min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),

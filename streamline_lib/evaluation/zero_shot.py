@@ -284,11 +284,7 @@ def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_siz
     prompt = [0.0] * len(requests) if prompt_nll else None
     for batch in progress_bar(batches, desc, enabled=progress):
         width = len(batch[0])
-        input_ids = torch.zeros(len(batch), width, dtype=torch.long)
-        attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention_mask[row, :len(ids)] = 1
+        input_ids, attention_mask = padded_rows(batch)
         # Logits at position p predict token p + 1, so a continuation of n tokens is predicted
         # from positions len(input) - n ... len(input) - 1. Keep logits from the earliest one.
         first = 0 if prompt_nll else min(len(ids) - requests[i].num_continuation for ids in batch for i in rows[ids])
@@ -308,6 +304,17 @@ def _score_whole(model: nn.Module, requests: Sequence[EncodedRequest], batch_siz
                     picked = row_logits.gather(-1, targets[:, None])[:, 0].float() - normaliser
                     prompt[i] = -picked.double().sum().item()
     return scores, prompt
+
+
+def padded_rows(batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows, longest first, right-padded with 0 to the first one's width, and their attention mask."""
+    width = len(batch[0])
+    input_ids = torch.zeros(len(batch), width, dtype=torch.long)
+    attention_mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        attention_mask[row, :len(ids)] = 1
+    return input_ids, attention_mask
 
 
 def whole_batches(requests: Sequence[EncodedRequest], batch_size: int, max_tokens: int | None = None
