@@ -10,7 +10,8 @@ ideal speed-ups by parameter count and by FLOPs (layers' matrix products, causal
 LM head) and the machine's load: with other work on the cores, several threads inflate the
 layers' time far more than the head's (see :mod:`streamline_lib.evaluation.speed`).
 
-``python benchmarks/prefill_speed.py --threads 1 2`` takes 5-15 minutes on 2 cores.
+``python benchmarks/prefill_speed.py --threads 1 2`` takes 5-15 minutes on 2 cores; run it again with
+``OMP_WAIT_POLICY=PASSIVE`` in the environment to see the threads stop spinning at the barriers.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def component_rounds(model, text: torch.Tensor, rounds: int) -> dict[str, tuple[
     return times
 
 
+def table(models, rounds, params: dict[str, int], flops: dict[str, float]) -> None:
+    load = "unknown" if rounds.load_average is None else f"{rounds.load_average:.2f}"
+    print(f"\n{rounds.threads} thread(s), {rounds.clock} clock; load average {load} on {rounds.cores} cores "
+          f"(contended: {rounds.contended})")
+    print("| model | layers | tokens/s (median) | speed-up [95%] | ideal, parameters | ideal, FLOPs |")
+    print("|---|---|---|---|---|---|")
+    for name, m in models.items():
+        speedup = "1" if name == "dense" else "{0.estimate:.2f} [{0.low:.2f}, {0.high:.2f}]".format(
+            rounds.ratio_interval(name, "dense"))
+        print(f"| {name} | {len(get_layers(m))} | {np.median(rounds.tokens_per_second[name]):.0f} | {speedup} | "
+              f"{params['dense'] / params[name]:.2f} | {flops['dense'] / flops[name]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (1 2)")
@@ -77,17 +91,10 @@ def main() -> None:
           f"of the per-token parameters, {2 * head / flops['dense']:.1%} of the FLOPs")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        rounds = compare_prefill_speed(models, text, batch_size=8, rounds=args.rounds)
-        print(f"\n{threads} thread(s); load average {rounds.load_average} on {rounds.cores} cores "
-              f"(contended: {rounds.contended})")
-        print("| model | layers | tokens/s (median) | speed-up [95%] | ideal, parameters | ideal, FLOPs |")
-        print("|---|---|---|---|---|---|")
-        for name, m in models.items():
-            speedup = "1" if name == "dense" else "{0.estimate:.2f} [{0.low:.2f}, {0.high:.2f}]".format(
-                rounds.ratio_interval(name, "dense"))
-            print(f"| {name} | {len(get_layers(m))} | {np.median(rounds.tokens_per_second[name]):.0f} | {speedup} | "
-                  f"{params['dense'] / params[name]:.2f} | {flops['dense'] / flops[name]:.2f} |")
-        print("dense model's parts (median wall s | CPU s of the process):")
+        for clock in ("wall", "cpu") if threads == 1 else ("wall",):  # CPU time measures work only with 1 thread
+            table(models, compare_prefill_speed(models, text, batch_size=8, rounds=args.rounds, clock=clock),
+                  params, flops)
+        print(f"dense model's parts, {threads} thread(s) (median wall s | CPU s of the process):")
         for name, (wall, cpu) in component_rounds(model, text, args.rounds).items():
             print(f"  {name:38s} {np.median(wall):.3f} | {np.median(cpu):.3f}")
 

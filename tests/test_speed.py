@@ -98,3 +98,25 @@ def test_rounds_say_when_other_work_shared_the_cores():
     assert speed.SpeedRounds(tokens, threads=2, load_average=3.5, cores=2).contended is True
     assert speed.SpeedRounds(tokens, threads=2, load_average=1.2, cores=2).contended is False
     assert speed.SpeedRounds(tokens).contended is None  # recorded before the machine's load was kept
+
+
+def test_cpu_clock_times_this_process_and_is_recorded(monkeypatch):
+    """clock='cpu' reads time.process_time (other processes do not lengthen it), and the rounds say so."""
+    model = tiny()
+    ticks = iter(range(0, 1000, 2))  # a fake CPU clock: every timed pass takes 2 "seconds"
+    monkeypatch.setattr(speed.time, "process_time", lambda: float(next(ticks)))
+    assert speed.prefill_tokens_per_second(model, torch.randint(0, 64, (4, 8)), batch_size=2, repeats=2,
+                                           clock="cpu") == 4 * 8 / 2
+    assert speed.decode_tokens_per_second(model, torch.randint(0, 64, (1, 5)), new_tokens=3, warmup=0, repeats=1,
+                                          clock="cpu") == 3 / 2
+    rounds = speed.compare_prefill_speed({"a": model}, torch.randint(0, 64, (2, 8)), rounds=2, clock="cpu")
+    assert rounds.clock == "cpu" and rounds.tokens_per_second["a"] == [8.0, 8.0]
+    assert speed.compare_decode_speed({"a": model}, torch.randint(0, 64, (1, 5)), new_tokens=2, rounds=2).clock \
+        == "wall"
+
+
+def test_unknown_clock_is_refused():
+    with pytest.raises(ValueError, match="clock='gpu': choose one of 'wall', 'cpu'"):
+        speed.prefill_tokens_per_second(tiny(), torch.randint(0, 64, (2, 8)), clock="gpu")
+    with pytest.raises(ValueError, match="clock='thread'"):
+        speed.compare_decode_speed({"a": tiny()}, torch.randint(0, 64, (1, 5)), rounds=2, clock="thread")
