@@ -17,7 +17,7 @@ from helpers import (
 )
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from streamline_lib.methods.sharing import reference_layers, sharing_pattern, sharp
+from streamline_lib.methods.sharing import layers_to_share, reference_layers, sharing_pattern, sharp
 from streamline_lib.methods.sparsity import parameter_budget
 from streamline_lib.methods.training import TrainConfig
 
@@ -121,6 +121,27 @@ def test_cache_returns_the_trained_recovery_without_training(tmp_path, monkeypat
     assert cached.sft_result == trained.sft_result and cached.slw_results == trained.slw_results
     with torch.no_grad():
         torch.testing.assert_close(cached.model(tokens[:2]).logits, trained.model(tokens[:2]).logits)
+
+
+def test_layers_to_share_saves_the_sparsity_net_of_the_recovery_as_the_built_model_does():
+    dense = tiny_llama()
+    budget = parameter_budget(dense)
+    for sparsity, count, rank in [(0.25, "total", 2), (0.4, "layers", 2), (0.25, "total", 0), (0.3, "layers", 8)]:
+        k = layers_to_share(dense, sparsity, rank, count)
+        counted = budget.total if count == "total" else budget.layers
+
+        def saved(shared: int) -> int:  # parameters saved by the built model
+            return budget.total - parameter_budget(sharp(dense, sharing_pattern(6, shared), rank=rank).model).total
+
+        assert saved(k) == k * saved(1)  # measured on the built model: each shared layer saves the same
+        # the nearest whole number of layers to the target (ties round up)
+        assert abs(saved(k) - sparsity * counted) <= saved(1) / 2 or k == 1
+    with pytest.raises(ValueError, match="sparsity=1.5 must be a fraction"):
+        layers_to_share(dense, 1.5, 2)
+    with pytest.raises(ValueError, match="count='all' is not one of"):
+        layers_to_share(dense, 0.25, 2, "all")
+    with pytest.raises(ValueError, match="rank=32: the recovery parameters would be as large"):
+        layers_to_share(dense, 0.25, 32)
 
 
 def test_bad_input_is_refused():

@@ -28,6 +28,7 @@ tensor objects, so :func:`streamline_lib.methods.sparsity.parameter_budget` coun
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -42,13 +43,39 @@ from ..architecture.hidden_states import iter_hidden_states
 from ..architecture.layers import architecture, get_layers, num_layers
 from ..core.deprecation import positional_deprecated
 from .healing import inject_lora, lora_modules, train_adapters
+from .sparsity import COUNTS, parameter_budget
 from .trained_cache import cached_training, training_key
 from .training import TrainConfig, TrainResult, train_module
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["SharpResult", "sharing_pattern", "merged_copy", "reference_layers", "sharp"]
+__all__ = ["SharpResult", "sharing_pattern", "layers_to_share", "merged_copy", "reference_layers", "sharp"]
+
+
+def layers_to_share(model: nn.Module, sparsity: float, rank: int, count: str = "total") -> int:
+    """How many layers SHARP makes reuse the MLP below them to save ``sparsity`` of the parameters, net.
+
+    Each shared layer saves one MLP minus its rank-``rank`` recovery parameters (one pair of
+    low-rank factors per MLP projection); ``count`` says what ``sparsity`` is a fraction of, all
+    parameters (``"total"``) or the decoder layers' (``"layers"``). Rounded to the nearest layer,
+    at least one: SHARP's counterpart of :func:`~streamline_lib.methods.replacement.layers_to_replace`,
+    so that SHARP is compared with the other methods at equal removed parameters.
+    """
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity={sparsity!r} must be a fraction strictly between 0 and 1, e.g. 0.25")
+    if count not in COUNTS:
+        raise ValueError(f"count={count!r} is not one of {', '.join(map(repr, COUNTS))}")
+    budget = parameter_budget(model)
+    mlp = get_layers(model)[0].mlp
+    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    saved_per_layer = sum(p.numel() for p in mlp.parameters()) - rank * sum(m.in_features + m.out_features
+                                                                           for m in linears)
+    if saved_per_layer <= 0:
+        raise ValueError(f"rank={rank}: the recovery parameters would be as large as the MLP they stand in for; "
+                         "use a smaller rank")
+    counted = budget.total if count == "total" else budget.layers
+    return max(1, math.floor(sparsity * counted / saved_per_layer + 0.5))
 
 
 def sharing_pattern(total_layers: int, k: int) -> list[int]:

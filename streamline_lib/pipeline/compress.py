@@ -12,22 +12,20 @@ stay public, for teaching and for what a recipe does not cover.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..architecture.layers import get_layers, num_layers
+from ..architecture.layers import num_layers
 from ..data.text_data import token_sequences
 from ..methods.healing import HealResult, heal_with_lora
 from ..methods.linear_replacement import LinearFit
 from ..methods.pruning import prune, prune_layers
 from ..methods.replacement import layers_to_replace
 from ..methods.scoring import collect_stats, score_blocks, shortgpt_layers, sleb_layers
-from ..methods.sharing import SharpResult, merged_copy, sharing_pattern, sharp
-from ..methods.sparsity import parameter_budget
+from ..methods.sharing import SharpResult, layers_to_share, merged_copy, sharing_pattern, sharp
 from ..methods.training import TrainResult
 from ..models.loading import source_name
 from .recipe import DataSpec, Recipe
@@ -69,24 +67,11 @@ def _windows(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, spec: D
                            seed=seed, max_length=getattr(model.config, "max_position_embeddings", None))
 
 
-def _shared_count(model: PreTrainedModel, recipe: Recipe) -> int:
-    """How many layers SHARP makes reuse an MLP: ``layers``, or as many as save ``sparsity`` net of recovery."""
-    if recipe.layers is not None:
-        return recipe.layers
-    budget = parameter_budget(model)
-    counted = budget.total if recipe.sparsity_of == "total" else budget.layers
-    mlp = get_layers(model)[0].mlp
-    linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
-    saved_per_layer = (sum(p.numel() for p in mlp.parameters())
-                       - recipe.lora.rank * sum(m.in_features + m.out_features for m in linears))
-    return max(1, math.floor(recipe.sparsity * counted / saved_per_layer + 0.5))
-
-
 def _count(model: PreTrainedModel, recipe: Recipe) -> int:
-    if recipe.method == "sharp":
-        return _shared_count(model, recipe)
     if recipe.layers is not None:
         return recipe.layers
+    if recipe.method == "sharp":
+        return layers_to_share(model, recipe.sparsity, recipe.lora.rank, recipe.sparsity_of)
     return layers_to_replace(model, recipe.sparsity, recipe.replacement, recipe.sparsity_of)
 
 
