@@ -43,7 +43,7 @@ from ..architecture.hidden_states import iter_hidden_states
 from ..architecture.layers import architecture, get_layers, num_layers
 from ..core.deprecation import positional_deprecated
 from .healing import inject_lora, lora_modules, train_adapters
-from .sparsity import COUNTS, parameter_budget
+from .sparsity import check_sparsity, counted_parameters, parameter_budget
 from .trained_cache import cached_training, training_key
 from .training import TrainConfig, TrainResult, train_module
 
@@ -62,10 +62,7 @@ def layers_to_share(model: nn.Module, sparsity: float, rank: int, count: str = "
     at least one: SHARP's counterpart of :func:`~streamline_lib.methods.replacement.layers_to_replace`,
     so that SHARP is compared with the other methods at equal removed parameters.
     """
-    if not 0 < sparsity < 1:
-        raise ValueError(f"sparsity={sparsity!r} must be a fraction strictly between 0 and 1, e.g. 0.25")
-    if count not in COUNTS:
-        raise ValueError(f"count={count!r} is not one of {', '.join(map(repr, COUNTS))}")
+    check_sparsity(sparsity, count)
     budget = parameter_budget(model)
     mlp = get_layers(model)[0].mlp
     linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
@@ -74,8 +71,7 @@ def layers_to_share(model: nn.Module, sparsity: float, rank: int, count: str = "
     if saved_per_layer <= 0:
         raise ValueError(f"rank={rank}: the recovery parameters would be as large as the MLP they stand in for; "
                          "use a smaller rank")
-    counted = budget.total if count == "total" else budget.layers
-    return max(1, math.floor(sparsity * counted / saved_per_layer + 0.5))
+    return max(1, math.floor(sparsity * counted_parameters(budget, count) / saved_per_layer + 0.5))
 
 
 def sharing_pattern(total_layers: int, k: int) -> list[int]:

@@ -19,7 +19,8 @@ from ..architecture.layers import get_layers, lm_head
 COUNTS: tuple[str, ...] = ("total", "layers")
 """What a sparsity is a fraction of: all parameters (the paper's count) or decoder-layer parameters only."""
 
-__all__ = ["COUNTS", "ParameterBudget", "SparsityReport", "parameter_budget", "layers_for_sparsity", "sparsity_report"]
+__all__ = ["COUNTS", "ParameterBudget", "SparsityReport", "parameter_budget", "check_sparsity", "counted_parameters",
+           "layers_for_sparsity", "sparsity_report"]
 
 
 def _unique_numel(modules: list[nn.Module], seen: set[int]) -> int:
@@ -60,13 +61,16 @@ def parameter_budget(model: nn.Module) -> ParameterBudget:
     return ParameterBudget(total, embedding, head, sum(per_layer), per_layer, other)
 
 
-def _check_count(count: str) -> None:
+def check_sparsity(sparsity: float, count: str) -> None:
+    """Refuse a sparsity outside (0, 1) or a ``count`` that is not one of :data:`COUNTS`, saying what to pass."""
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity={sparsity!r} must be a fraction strictly between 0 and 1, e.g. 0.25")
     if count not in COUNTS:
         raise ValueError(f"count={count!r} is not one of {', '.join(map(repr, COUNTS))}: say whether the "
                          "sparsity is a fraction of all parameters ('total') or of the decoder layers' ('layers')")
 
 
-def _counted(budget: ParameterBudget, count: str) -> int:
+def counted_parameters(budget: ParameterBudget, count: str) -> int:
     """The parameter count a sparsity is a fraction of."""
     return budget.total if count == "total" else budget.layers
 
@@ -89,21 +93,19 @@ def layers_for_sparsity(model: nn.Module, sparsity: float, count: str = "total",
     Raises ``ValueError`` if ``sparsity`` is not in (0, 1), ``added_parameters`` is negative,
     or the result would remove every layer.
     """
-    if not 0 < sparsity < 1:
-        raise ValueError(f"sparsity={sparsity!r} must be a fraction strictly between 0 and 1, e.g. 0.25")
+    check_sparsity(sparsity, count)
     if added_parameters < 0:
         raise ValueError(f"added_parameters={added_parameters} must be >= 0: the size of the replacement")
-    _check_count(count)
     budget = parameter_budget(model)
     num_layers = len(budget.per_layer)
     per_layer = budget.layers / num_layers
-    n = max(1, math.floor((sparsity * _counted(budget, count) + added_parameters) / per_layer + 0.5))
+    n = max(1, math.floor((sparsity * counted_parameters(budget, count) + added_parameters) / per_layer + 0.5))
     if n >= num_layers:
         raise ValueError(
-            f"sparsity={sparsity} of the {count} parameters ({_counted(budget, count):,}) means taking out "
+            f"sparsity={sparsity} of the {count} parameters ({counted_parameters(budget, count):,}) means taking out "
             f"{n} layers of {per_layer:,.0f} parameters each, but the model has {num_layers} layers and at least "
             f"one must remain; choose a sparsity below "
-            f"{((num_layers - 0.5) * per_layer - added_parameters) / _counted(budget, count):.3f}"
+            f"{((num_layers - 0.5) * per_layer - added_parameters) / counted_parameters(budget, count):.3f}"
         )
     return n
 
