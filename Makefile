@@ -1,5 +1,5 @@
 # The README's commands. Set-up is shared and skipped when already done:
-# the venv is rebuilt only when pyproject.toml changes.
+# the venv is rebuilt only when pyproject.toml or constraints.txt change.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,21 +14,34 @@ SECOND_MODEL := gemma3-270m
 SECOND_MODEL_CHAPTERS := 00_tour 01_redundancy 02_metrics 03_replacement 04_stability 05_sparsity
 BOOK_HTML := book/_build/html
 
-.PHONY: setup book notebooks second-model html test bench bench-gguf lab clean
+# the oldest and newest Python the library supports; make test-pythons runs the unit tests on each
+SUPPORTED_PYTHONS := 3.10 3.13
 
+.PHONY: help setup book reproduce notebooks second-model html test test-pythons constraints bench bench-gguf lab clean
+
+## help: what each target does and how long it takes
+help:
+	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'
+
+## setup: .venv with Python 3.11, the pinned CPU build of torch and the exact versions the book was built
+## with (constraints.txt); about 2 minutes, skipped when done (redone when pyproject.toml or constraints.txt change)
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	# torch first and pinned: the CPU build; a bare "torch" would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[book,test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-## book: execute every notebook with its full (default) parameters, then build the HTML book
-book: notebooks html
+## book: the HTML book from the committed, executed notebooks (a few minutes; nothing is executed or changed)
+book: html
+
+## reproduce: execute every chapter again with the book's parameters, the second model's runs and the ledger,
+## then build the book (many hours on 2 cores); it rewrites the committed notebooks and results
+reproduce: notebooks html
 
 notebooks: $(STAMP)
 	@for nb in $(CHAPTERS); do \
@@ -48,6 +61,7 @@ second-model: $(STAMP)
 	    -p RESULTS_DIR results/$(SECOND_MODEL) "notebooks/$$ch.ipynb" "notebooks/$(SECOND_MODEL)/$$ch.ipynb" || exit 1; \
 	done
 
+## html: the same as make book
 html: $(STAMP)
 	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output book -W --keep-going
 	@echo "The book is at $(CURDIR)/$(BOOK_HTML)/index.html"
@@ -58,6 +72,25 @@ test: $(STAMP)
 	@sh .ci/ensure-chromium
 	$(BIN)/python -m pytest
 
+## test-pythons: pip install . on the oldest and newest supported Python (3.10 and 3.13, from pyenv or the
+## PATH) and run the unit tests there against the installed package (PyPI's torch: a few GB the first time)
+test-pythons:
+	@for v in $(SUPPORTED_PYTHONS); do \
+	  py=$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v); \
+	  [ -n "$$py" ] || { echo "Python $$v is not installed: pyenv install $$v, or put python$$v on the PATH"; exit 1; }; \
+	  echo "== Python $$v ($$py)"; \
+	  test -x .venv-$$v/bin/python || $$py -m venv .venv-$$v || exit 1; \
+	  .venv-$$v/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" ".[test]" || exit 1; \
+	  .venv-$$v/bin/pytest -q -p no:cacheprovider -m "not integration and not notebooks and not book" || exit 1; \
+	done
+
+## constraints: write constraints.txt anew from .venv with the bench extra (after an upgrade the book was rebuilt and tested with)
+constraints: $(BENCH_STAMP)
+	( echo "# The exact versions the book was built and tested with (Python 3.11); make setup installs them."; \
+	  echo "# Written by make constraints from .venv; pyproject.toml has the ranges the library accepts."; \
+	  $(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | sed 's/+cpu$$//' ) > constraints.txt
+
 ## bench: speed and agreement of the zero-shot scorers (packed, whole requests, lm-evaluation-harness);
 ## options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--limit 10 --tasks arc_easy,piqa"
 bench: $(BENCH_STAMP)
@@ -65,7 +98,7 @@ bench: $(BENCH_STAMP)
 
 # the bench extra (lm-eval) on top of the set-up, installed once
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 ## bench-gguf: a pruned SmolLM2 as a GGUF file: size, agreement and decoding speed in transformers and llama.cpp
@@ -74,12 +107,14 @@ bench-gguf: $(LLAMA_STAMP)
 
 # llama-cpp-python compiles llama.cpp (cmake and a C++ compiler); without them the benchmark runs without it
 $(LLAMA_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[llama]" || \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[llama]" || \
 	  echo "llama-cpp-python did not install (it compiles llama.cpp: cmake and a C++ compiler are needed); the benchmark leaves llama.cpp out"
 	touch $(LLAMA_STAMP)
 
+## lab: JupyterLab on notebooks/ (for a workshop)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
+## clean: delete the built book and the venvs of make test-pythons
 clean:
-	rm -rf book/_build
+	rm -rf book/_build .venv-3.*

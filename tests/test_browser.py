@@ -34,6 +34,36 @@ def browser():
         chromium.close()
 
 
+def offline_page(browser, **options):
+    """A new page that can load only the built book's own files, and the list of requests it refused."""
+    page = browser.new_page(**options)
+    refused: list[str] = []
+
+    def only_files(route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_files)
+    return page, refused
+
+
+@pytest.mark.book
+def test_formulas_are_typeset_with_the_network_off(browser, html: Path):
+    page, refused = offline_page(browser, viewport={"width": 1280, "height": 900})
+    page.goto((html / "notebooks" / "04_stability.html").as_uri())
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.document", timeout=20000)
+    page.evaluate("() => MathJax.startup.promise")
+    typeset = page.locator("mjx-container")
+    assert typeset.count() >= 5, f"{typeset.count()} formulas typeset; refused requests: {refused}"
+    assert not refused, f"the page asked the network for {refused}"
+    text = page.locator("main").inner_text()
+    assert "\\frac" not in text and "\\sigma" not in text, "raw TeX is left on the page"
+    page.close()
+
+
 @pytest.mark.book
 def test_index_page_renders_the_title_and_chapters(browser, html: Path):
     page = browser.new_page()

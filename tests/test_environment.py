@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +30,10 @@ def test_environment_yml_matches_pyproject_and_makefile():
     deps = env["dependencies"]
     python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
     assert python == "python=3.11"
-    assert ">=3.11" in _pyproject()["project"]["requires-python"]
+    assert "3.11" in SpecifierSet(_pyproject()["project"]["requires-python"])
     pip = next(d for d in deps if isinstance(d, dict))["pip"]
     assert _makefile_torch_pin() in pip, "conda users get the same torch as make setup"
+    assert any(d.startswith("-c constraints.txt") for d in pip), "conda users get the versions make setup installs"
     editable = [d for d in pip if d.startswith("-e .")]
     assert editable, "environment.yml installs this package"
     extras = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
@@ -38,13 +43,60 @@ def test_environment_yml_matches_pyproject_and_makefile():
     assert extras <= set(_pyproject()["project"]["optional-dependencies"])
 
 
-def test_torch_range_in_pyproject_admits_the_pinned_build():
-    torch_req = next(d for d in _pyproject()["project"]["dependencies"] if d.startswith("torch"))
+def _requirements() -> list[Requirement]:
+    project = _pyproject()["project"]
+    return [Requirement(d) for d in project["dependencies"]] + [
+        Requirement(d) for extra in project["optional-dependencies"].values() for d in extra]
+
+
+def _constraints() -> dict[str, str]:
+    """constraints.txt as {normalised name: exact version}."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_every_dependency_is_a_range_with_a_lower_bound():
+    for requirement in _requirements():
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators & {">=", "=="}, f"{requirement}: give the lowest version the tests passed with"
+        assert "==" not in operators or requirement.name == "lm-eval", (
+            f"{requirement}: a library pins nothing exactly (constraints.txt holds the book's exact versions)")
+
+
+def test_constraints_pin_every_dependency_within_its_range():
+    pins = _constraints()
+    for requirement in _requirements():
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if name == "llama-cpp-python":  # compiled on demand by make bench-gguf, not part of the book's set-up
+            continue
+        assert name in pins, f"constraints.txt has no exact version of {requirement.name}: run make constraints"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside pyproject's {requirement}")
+
+
+def test_the_pinned_torch_build_is_the_constrained_one_and_within_range():
     version = _makefile_torch_pin().split("==")[1]
-    assert f"<={version}" in torch_req, "a looser range would let pip pull a newer CUDA build"
+    assert _constraints()["torch"] == version
+    torch_requirement = next(r for r in _requirements() if r.name == "torch")
+    assert torch_requirement.specifier.contains(version)
+
+
+def test_the_pythons_make_tests_are_the_supported_range_s_ends():
+    supported = SpecifierSet(_pyproject()["project"]["requires-python"])
+    match = re.search(r"^SUPPORTED_PYTHONS\s*:=\s*(.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert match, "the Makefile names the Pythons make test-pythons runs on"
+    tested = match.group(1).split()
+    assert all(version in supported for version in tested)
+    minors = [f"3.{minor}" for minor in range(8, 20) if f"3.{minor}" in supported]
+    assert tested == [minors[0], minors[-1]], f"make test-pythons tests {tested}; the supported range is {minors}"
 
 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test\n" in ci and "make test-pythons" in ci

@@ -35,12 +35,12 @@ def test_committed_notebook_is_a_full_run(notebook):
     counts = [c["execution_count"] for c in code]
     assert counts == list(range(1, len(code) + 1)), f"{notebook.name} was not executed top to bottom: {counts}"
     injected = [c for c in code if "injected-parameters" in c["metadata"].get("tags", [])]
-    assert injected and "SMOKE = False" in "".join(injected[0]["source"]), "run with make book (SMOKE=False)"
+    assert injected and "SMOKE = False" in "".join(injected[0]["source"]), "run with make reproduce (SMOKE=False)"
     errors = [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, f"{notebook.name} has error outputs"
     bars = [o for c in code for o in c.get("outputs", [])
             if "application/vnd.jupyter.widget-view+json" in o.get("data", {}) or "it/s]" in "".join(o.get("text", ""))]
-    assert not bars, f"{notebook.name} shows progress bars: execute it with TQDM_DISABLE=1 (make book does)"
+    assert not bars, f"{notebook.name} shows progress bars: execute it with TQDM_DISABLE=1 (make reproduce does)"
     assert any(o.get("data", {}).get("image/png") for c in code for o in c.get("outputs", [])), "no figure"
 
 
@@ -56,7 +56,7 @@ def test_committed_results_hold_each_chapters_verdicts(chapter, claims):
     from streamline_lib.book.claims import ClaimVerdict, load_chapter_results
 
     saved = load_chapter_results(ROOT / "notebooks" / "results")
-    assert chapter in saved, f"{chapter} saved no results: run make book"
+    assert chapter in saved, f"{chapter} saved no results: run make reproduce"
     verdicts = [ClaimVerdict(**v) for v in saved[chapter]["verdicts"]]  # validates every field
     assert {v.claim for v in verdicts} == claims
     assert saved[chapter]["numbers"], f"{chapter} saved no numbers"
