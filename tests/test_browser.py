@@ -95,3 +95,44 @@ def test_chapter_page_shows_its_figures_at_full_size(browser, html: Path):
     # the exercise solutions are folded away until clicked
     assert page.locator(".solution.dropdown, details.solution, .dropdown").count() >= 1
     page.close()
+
+
+# each table's right edge, the right edge of what holds it (its scrolling box, or the text column), and
+# whether that box scrolls sideways
+TABLE_EDGES = """() => [...document.querySelectorAll('main table')].map(table => {
+  let box = table.parentElement;
+  while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
+  const holder = box || document.querySelector('.bd-article');
+  return {right: table.getBoundingClientRect().right, limit: holder.getBoundingClientRect().right,
+          scrolls: box !== null && box.scrollWidth > box.clientWidth + 1, boxed: box !== null};
+})"""
+
+
+def _chapter_tables(browser, html: Path, width: int) -> dict[str, list[dict]]:
+    """Every chapter page's tables, measured at a viewport ``width`` pixels wide."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    tables = {}
+    for chapter in sorted((html / "notebooks").glob("*.html")):
+        page.goto(chapter.as_uri())
+        page.wait_for_load_state()
+        tables[chapter.stem] = page.evaluate(TABLE_EDGES)
+    page.close()
+    return tables
+
+
+@pytest.mark.book
+def test_every_table_fits_the_text_column_at_desktop_width(browser, html: Path):
+    tables = _chapter_tables(browser, html, 1280)
+    assert sum(map(len, tables.values())) >= 20, "the chapters show their tables"
+    wide = {chapter: [round(t["right"] - t["limit"]) for t in found if t["right"] > t["limit"] + 1 or t["scrolls"]]
+            for chapter, found in tables.items()}
+    assert not {chapter: px for chapter, px in wide.items() if px}, f"tables wider than the column (px): {wide}"
+
+
+@pytest.mark.book
+def test_a_table_wider_than_a_phone_scrolls_inside_the_column(browser, html: Path):
+    tables = _chapter_tables(browser, html, 390)
+    spilling = {chapter: len([t for t in found if (t["right"] > t["limit"] + 1 and not t["scrolls"])
+                              or t["limit"] > 390 + 1]) for chapter, found in tables.items()}
+    assert not any(spilling.values()), f"tables that spill out of the page on a phone: {spilling}"
+    assert any(t["scrolls"] for found in tables.values() for t in found), "no table needed to scroll: test the test"

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import papermill
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +22,7 @@ def test_there_are_notebooks():
 @pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
+    papermill = pytest.importorskip("papermill", reason="the book extra runs the notebooks")
     # papermill raises PapermillExecutionError on any cell error; the committed file is untouched.
     papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name), kernel_name="python3",
                                parameters={"SMOKE": True}, cwd=str(notebook.parent), progress_bar=False)
