@@ -99,13 +99,14 @@ def layers_for_sparsity(model: nn.Module, sparsity: float, count: str = "total",
     budget = parameter_budget(model)
     num_layers = len(budget.per_layer)
     per_layer = budget.layers / num_layers
-    n = max(1, math.floor((sparsity * counted_parameters(budget, count) + added_parameters) / per_layer + 0.5))
+    counted = counted_parameters(budget, count)
+    n = max(1, math.floor((sparsity * counted + added_parameters) / per_layer + 0.5))
     if n >= num_layers:
         raise ValueError(
-            f"sparsity={sparsity} of the {count} parameters ({counted_parameters(budget, count):,}) means taking out "
+            f"sparsity={sparsity} of the {count} parameters ({counted:,}) means taking out "
             f"{n} layers of {per_layer:,.0f} parameters each, but the model has {num_layers} layers and at least "
             f"one must remain; choose a sparsity below "
-            f"{((num_layers - 0.5) * per_layer - added_parameters) / counted_parameters(budget, count):.3f}"
+            f"{((num_layers - 0.5) * per_layer - added_parameters) / counted:.3f}"
         )
     return n
 
