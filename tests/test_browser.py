@@ -104,7 +104,7 @@ TABLE_EDGES = """() => [...document.querySelectorAll('main table')].map(table =>
   while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
   const holder = box || document.querySelector('.bd-article');
   return {right: table.getBoundingClientRect().right, limit: holder.getBoundingClientRect().right,
-          scrolls: box !== null && box.scrollWidth > box.clientWidth + 1, boxed: box !== null};
+          scrolls: box !== null && box.scrollWidth > box.clientWidth + 1};
 })"""
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
 
@@ -55,7 +56,7 @@ def _constraints() -> dict[str, str]:
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+            pins[canonicalize_name(name)] = version
     return pins
 
 
@@ -70,7 +71,7 @@ def test_every_dependency_is_a_range_with_a_lower_bound():
 def test_constraints_pin_every_dependency_within_its_range():
     pins = _constraints()
     for requirement in _requirements():
-        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        name = canonicalize_name(requirement.name)
         if name == "llama-cpp-python":  # compiled on demand by make bench-gguf, not part of the book's set-up
             continue
         assert name in pins, f"constraints.txt has no exact version of {requirement.name}: run make constraints"
