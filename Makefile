@@ -14,6 +14,9 @@ SECOND_MODEL := gemma3-270m
 SECOND_MODEL_CHAPTERS := 00_tour 01_redundancy 02_metrics 03_replacement 04_stability 05_sparsity
 BOOK_HTML := book/_build/html
 
+# pytest-xdist workers for make test: one per core by default
+TEST_WORKERS ?= auto
+
 # the oldest and newest Python the library supports; make test-pythons runs the unit tests on each
 SUPPORTED_PYTHONS := 3.10 3.13
 
@@ -67,10 +70,11 @@ html: $(STAMP)
 	@echo "The book is at $(CURDIR)/$(BOOK_HTML)/index.html"
 
 ## test: the whole pytest suite (unit, integration on the bundled model, notebook smoke runs, book build,
-## and the book in a headless browser: Debian's Chromium, installed first when missing and possible)
+## and the book in a headless browser: Debian's Chromium, installed first when missing and possible), on
+## every core with pytest-xdist (at most 4 workers; TEST_WORKERS=0 runs it in one process)
 test: $(STAMP)
 	@sh .ci/ensure-chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4
 
 ## test-pythons: pip install . on the oldest and newest supported Python (3.10 and 3.13, from pyenv or the
 ## PATH) and run the unit tests there against the installed package (PyPI's torch: a few GB the first time)
