@@ -553,6 +553,29 @@ def test_prompt_nlls_round_trip_the_cache_under_their_own_key(model, tokenizer, 
     assert calls[0] == 0 and again.tasks["toy"] == plain.tasks["toy"], "the plain entry is still used"
 
 
+def test_asking_for_prompt_nlls_changes_no_answer(model, tokenizer, toy_tasks, monkeypatch):
+    """The prompt-NLL pass packs fewer tokens per pass, and in bfloat16 its log-likelihoods differ by rounding
+    (49 of SmolLM2's 2,346 dense answers changed): the answers must come from the plain pass. Here the NLL pass's
+    log-likelihoods are made to prefer each item's last option; not one answer may follow them."""
+    real = zero_shot.score_requests
+
+    def nll_pass_prefers_the_last_option(model, requests, *args, prompt_nll=False, **kwargs):
+        if not prompt_nll:
+            return real(model, requests, *args, **kwargs)
+        _, nlls = real(model, requests, *args, prompt_nll=True, **kwargs)
+        return [float(i) for i in range(len(requests))], nlls  # rising within every item
+
+    plain_items = score_items(model, tokenizer, _items(), progress=False)
+    plain = evaluate_zero_shot(model, tokenizer, limit=3, cache=False, progress=False)
+    monkeypatch.setattr(zero_shot, "score_requests", nll_pass_prefers_the_last_option)
+    items = score_items(model, tokenizer, _items(), progress=False, prompt_nll=True)
+    result = evaluate_zero_shot(model, tokenizer, limit=3, cache=False, progress=False, prompt_nll=True)
+    assert [r.pred for r in plain_items] != [len(r.logliks) - 1 for r in plain_items], "the check needs other answers"
+    assert [r.logliks for r in items] == [r.logliks for r in plain_items]
+    assert [r.logliks for r in result.tasks["toy"].items] == [r.logliks for r in plain.tasks["toy"].items]
+    assert all(r.prompt_nlls is not None for r in items + result.tasks["toy"].items)
+
+
 def test_item_results_check_their_prompt_nlls():
     item = ItemResult("toy", 0, 1, (-1.0, -2.0), (1, 1), (1, 1), prompt_nlls=(3.0, 2.5))
     assert zero_shot._task_from_json(zero_shot._task_to_json(TaskResult("toy", (item,), 0.5))).items == (item,)

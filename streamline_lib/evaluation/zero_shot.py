@@ -43,7 +43,7 @@ import os
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
@@ -779,16 +779,25 @@ def score_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Seq
     at every position; see :func:`evaluate_zero_shot`).
     """
     encoded = encode_requests(tokenizer, _requests(items), max_context_length(model))
-    return _item_results(items, encoded, *_scores(model, encoded, batch_size, progress, "log-likelihood",
-                                                  _option_groups(items), prompt_nll))
+    groups = _option_groups(items)
+    plain = _item_results(items, encoded, score_requests(model, encoded, batch_size, progress,
+                                                          desc="log-likelihood", groups=groups))
+    if not prompt_nll:
+        return plain
+    with_nlls = _item_results(items, encoded, *score_requests(model, encoded, batch_size, progress,
+                                                              desc="prompt NLL", groups=groups, prompt_nll=True))
+    return _with_prompt_nlls(plain, with_nlls)
 
 
-def _scores(model: nn.Module, encoded: Sequence[EncodedRequest], batch_size: int, progress: bool, desc: str,
-            groups: Sequence[Sequence[int]], prompt_nll: bool) -> tuple[list[float], list[float] | None]:
-    """The log-likelihoods and, with ``prompt_nll``, the whole-input NLL sums (else None)."""
-    if prompt_nll:
-        return score_requests(model, encoded, batch_size, progress, desc=desc, groups=groups, prompt_nll=True)
-    return score_requests(model, encoded, batch_size, progress, desc=desc, groups=groups), None
+def _with_prompt_nlls(plain: Sequence[ItemResult], with_nlls: Sequence[ItemResult]) -> tuple[ItemResult, ...]:
+    """The plain pass's items with the prompt-NLL pass's ``prompt_nlls``.
+
+    The prompt-NLL pass packs fewer tokens per forward pass, and in bfloat16 its log-likelihoods
+    differ from the plain pass's by rounding: on SmolLM2, 49 of the dense model's 2,346 answers on
+    the book's items changed. Asking for the NLLs must not change the answers, so the answers
+    always come from the plain pass.
+    """
+    return tuple(replace(item, prompt_nlls=other.prompt_nlls) for item, other in zip(plain, with_nlls, strict=True))
 
 
 # --- evaluation with the results cache ------------------------------------------------
@@ -831,8 +840,22 @@ def _evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: s
                    items: Sequence[MultipleChoiceItem], limit: int | None, seed: int | None,
                    model_fingerprint: str | None, cache_folder: Path | None, batch_size: int,
                    progress: bool, prompt_nll: bool = False) -> TaskResult:
+    """One task's scores; with ``prompt_nll`` the answers of the plain pass and the NLLs of the NLL pass
+    (:func:`_with_prompt_nlls`), each pass cached under its own key."""
     requests = _requests(items)
     encoded = encode_requests(tokenizer, requests, max_context_length(model))
+    args = (model, task, items, requests, encoded, limit, seed, model_fingerprint, cache_folder, batch_size, progress)
+    plain = _scored_task(*args, prompt_nll=False)
+    if not prompt_nll:
+        return plain
+    return TaskResult(task, _with_prompt_nlls(plain.items, _scored_task(*args, prompt_nll=True).items), plain.chance)
+
+
+def _scored_task(model: nn.Module, task: str, items: Sequence[MultipleChoiceItem], requests: Sequence[tuple[str, str]],
+                 encoded: Sequence[EncodedRequest], limit: int | None, seed: int | None,
+                 model_fingerprint: str | None, cache_folder: Path | None, batch_size: int, progress: bool,
+                 prompt_nll: bool) -> TaskResult:
+    """One scoring pass of a task (plain, or with every option's prompt NLL), from the cache when there."""
     key = None
     if cache_folder is not None:
         key = task_cache_key(model_fingerprint, task, limit, seed, requests, encoded)
@@ -841,7 +864,11 @@ def _evaluate_task(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: s
         cached = results_cache.load_result(cache_folder, key, _task_from_json)
         if cached is not None:
             return cached
-    scores = _scores(model, encoded, batch_size, progress, task, _option_groups(items), prompt_nll)
+    groups = _option_groups(items)
+    if prompt_nll:
+        scores = score_requests(model, encoded, batch_size, progress, desc=task, groups=groups, prompt_nll=True)
+    else:
+        scores = (score_requests(model, encoded, batch_size, progress, desc=task, groups=groups),)
     result = TaskResult(task, _item_results(items, encoded, *scores), chance_level(items))
     if key is not None:
         results_cache.store_result(cache_folder, key, _task_to_json(result))
@@ -893,7 +920,9 @@ def evaluate_zero_shot(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
         (:attr:`ItemResult.prompt_nlls`), the input of the stability metric in its
         authors' form; only the dense model needs it. It computes the LM head at every
         position, not only the continuation's (for Gemma's 262k vocabulary more than
-        the model's body). Cached under its own key.
+        the model's body). The answers still come from the plain pass, so that asking for the
+        NLLs changes no answer (the NLL pass's bfloat16 rounding would change some); so the
+        model is scored twice, each pass cached under its own key.
     """
     items_by_task = load_tasks(tasks, limit, seed)
     cache_folder = results_cache.cache_location(cache)
