@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from streamline_lib.book.chapter import PROFILES, chapter_data, check_profile, measure, measures_table, results_folder
+from streamline_lib.book.chapter import chapter_data, check_profile, measure, measures_table
 from streamline_lib.data.text_data import available_sequences, token_sequences
 from streamline_lib.data.zero_shot_tasks import EVAL_SET, HEADROOM_TASKS, PAPER_TASKS
 from streamline_lib.evaluation.held_out import perplexity
 from streamline_lib.methods.pruning import prune
 
 
-def test_only_the_book_profile_writes_the_committed_results():
-    assert results_folder("results", "book") == Path("results")
-    assert results_folder("results/gemma3-270m", "workshop") == Path("results/gemma3-270m/workshop")
-    assert results_folder("results", "smoke") == Path("results/smoke")
-    assert len({results_folder("results", profile) for profile in PROFILES}) == len(PROFILES)
-
-
 def test_an_unknown_profile_is_refused_by_name():
     with pytest.raises(ValueError, match="PROFILE = 'full' is not a run profile; use one of 'book', 'workshop'"):
         check_profile("full")
-    with pytest.raises(ValueError, match="'quick'"):
-        results_folder("results", "quick")
 
 
 def test_chapter_data_draws_each_set_from_its_own_split(tiny):

@@ -2,13 +2,14 @@
 
 A chapter runs in one of three :data:`PROFILES`:
 
-* ``"book"``: the committed run, with the sizes the book's text describes; it writes the
-  chapter's verdicts into the results folder the ledger reads;
+* ``"book"``: the committed run, with the sizes the book's text describes;
 * ``"workshop"``: the same steps sized for a 2-core laptop with cold caches (a few
   minutes a chapter), large enough to show the chapter's lesson but not to decide
-  its claims; it writes beside the book's results, never over them;
-* ``"smoke"``: the smallest run that executes every cell (the test suite's), also
-  written beside the book's results.
+  its claims;
+* ``"smoke"``: the smallest run that executes every cell (the test suite's).
+
+Where each run's results go, so that none replaces the book's, is
+:mod:`streamline_lib.book.runs`'s job.
 
 :func:`chapter_data` builds the token windows a chapter calibrates, trains and measures
 on (Wikipedia by default) in one call, so that the chapters agree on them and say the
@@ -25,7 +26,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas
 import torch
@@ -39,7 +39,7 @@ from ..evaluation.held_out import perplexity
 from ..evaluation.statistics import compare
 from ..evaluation.zero_shot import ZeroShotResult, evaluate_zero_shot
 
-__all__ = ["PROFILES", "check_profile", "results_folder", "ChapterData", "chapter_data", "Measured", "measure",
+__all__ = ["PROFILES", "check_profile", "ChapterData", "chapter_data", "Measured", "measure",
            "measures_table"]
 
 PROFILES: tuple[str, ...] = ("book", "workshop", "smoke")
@@ -50,17 +50,6 @@ def check_profile(profile: str) -> None:
     """Refuse a ``profile`` that is not one of :data:`PROFILES`."""
     if profile not in PROFILES:
         raise ValueError(f"PROFILE = {profile!r} is not a run profile; use one of {', '.join(map(repr, PROFILES))}")
-
-
-def results_folder(results_dir: str | os.PathLike, profile: str) -> Path:
-    """Where a chapter run in ``profile`` saves its results: ``results_dir`` itself only for ``"book"``.
-
-    A workshop or smoke run writes into ``results_dir/<profile>``, so that it never
-    replaces the results the book shows.
-    """
-    check_profile(profile)
-    folder = Path(results_dir)
-    return folder if profile == "book" else folder / profile
 
 
 @dataclass(frozen=True)

@@ -101,19 +101,29 @@ def decide(parts: Mapping[str, Outcome]) -> str:
 
 
 def save_chapter_results(folder: str | os.PathLike, chapter: str, verdicts: list[ClaimVerdict],
-                         numbers: dict[str, Any]) -> Path:
-    """Write ``folder/<chapter>.json`` atomically with the chapter's verdicts and key numbers; returns the path."""
+                         numbers: dict[str, Any], *, run: dict[str, Any] | None = None,
+                         file_name: str | None = None) -> Path:
+    """Write ``folder/<chapter>.json`` (or ``folder/<file_name>``) atomically with the chapter's verdicts and
+    key numbers, and ``run``, what the run was (:class:`streamline_lib.book.runs.ChapterRun`); returns the path."""
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    file = path / f"{chapter}.json"
+    file = path / (file_name or f"{chapter}.json")
     document = {"chapter": chapter, "verdicts": [asdict(v) for v in verdicts], "numbers": numbers}
+    if run is not None:
+        document["run"] = run
     return atomic_write_text(file, json.dumps(document, indent=1, ensure_ascii=False, default=float) + "\n")
 
 
 def load_chapter_results(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Every chapter's saved results in ``folder``, by chapter name (empty when none were saved)."""
-    files = sorted(f for f in Path(folder).glob("*.json") if not f.name.startswith(TEMPORARY_PREFIX))
-    return {file.stem: json.loads(file.read_text(encoding="utf-8")) for file in files}
+    """Every chapter's saved results in ``folder``, by chapter name (empty when none were saved).
+
+    A file is keyed by its ``chapter`` field, so a runs folder (:mod:`streamline_lib.book.runs`), which
+    may hold several runs of one chapter, reads too: there the newest file stands for its chapter.
+    """
+    files = sorted((f for f in Path(folder).glob("*.json") if not f.name.startswith(TEMPORARY_PREFIX)),
+                   key=lambda f: (f.stat().st_mtime_ns, f.name))
+    documents = (json.loads(file.read_text(encoding="utf-8")) for file in files)
+    return dict(sorted({document["chapter"]: document for document in documents}.items()))
 
 
 def _claim_order(claim: str) -> tuple[int, int]:
