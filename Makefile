@@ -13,6 +13,9 @@ CHAPTERS := $(filter-out $(LEDGER),$(sort $(wildcard notebooks/*.ipynb)))
 SECOND_MODEL := gemma3-270m
 SECOND_MODEL_CHAPTERS := 00_tour 01_redundancy 02_metrics 03_replacement 04_stability 05_sparsity
 BOOK_HTML := book/_build/html
+# the book's own run: the book profile, saving where the ledger reads (chapters not yet in issue 22's
+# layout take SMOKE instead of PROFILE; papermill passes each the parameter it has and warns of the other)
+BOOK_RUN := -p PROFILE book -p SMOKE False -p RESULTS_DIR results
 
 # pytest-xdist workers for make test: one per core by default
 TEST_WORKERS ?= auto
@@ -49,10 +52,10 @@ reproduce: notebooks html
 notebooks: $(STAMP)
 	@for nb in $(CHAPTERS); do \
 	  echo "== executing $$nb"; \
-	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False "$$nb" "$$nb" || exit 1; \
+	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) "$$nb" "$$nb" || exit 1; \
 	done
 	$(MAKE) second-model
-	TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False $(LEDGER) $(LEDGER)
+	TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) $(LEDGER) $(LEDGER)
 
 ## second-model: chapters 1-6 on Gemma-3-270M: executed copies in notebooks/gemma3-270m/,
 ## verdicts in notebooks/results/gemma3-270m/ (the ledger's second column)
@@ -60,7 +63,7 @@ second-model: $(STAMP)
 	@mkdir -p notebooks/$(SECOND_MODEL)
 	@for ch in $(SECOND_MODEL_CHAPTERS); do \
 	  echo "== executing notebooks/$$ch.ipynb on $(SECOND_MODEL)"; \
-	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks -p SMOKE False -p MODEL $(SECOND_MODEL) \
+	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) -p MODEL $(SECOND_MODEL) \
 	    -p RESULTS_DIR results/$(SECOND_MODEL) "notebooks/$$ch.ipynb" "notebooks/$(SECOND_MODEL)/$$ch.ipynb" || exit 1; \
 	done
 
