@@ -26,6 +26,16 @@ def test_every_chapter_page_exists_with_figures(html):
 
 
 @pytest.mark.book
+def test_the_chapters_are_numbered_1_to_12_in_the_sidebar_in_file_order(html):
+    """One numbering: the sidebar numbers the chapters as the introduction does (file 00 is chapter 1)."""
+    sidebar = (html / "notebooks" / "01_redundancy.html").read_text()
+    numbered = re.findall(r'href="(\d\d_\w+)\.html">(\d+)\. ', sidebar)
+    stems = [notebook.stem for notebook in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    assert [stem for stem, _ in numbered] == stems[:1] + stems[2:], "every chapter but the page itself is linked"
+    assert all(int(number) == stems.index(stem) + 1 for stem, number in numbered)
+
+
+@pytest.mark.book
 def test_no_page_shows_a_traceback(html):
     for page in html.rglob("*.html"):
         text = page.read_text()

@@ -97,6 +97,22 @@ def test_chapter_page_shows_its_figures_at_full_size(browser, html: Path):
     page.close()
 
 
+@pytest.mark.book
+def test_set_up_code_is_folded_behind_a_toggle_that_opens(browser, html: Path):
+    """Imports, parameters, set-up and verdict cells are tagged hide-input: their code is folded away."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((html / "notebooks" / "01_redundancy.html").as_uri())
+    toggles = page.locator("details.hide.above-input")
+    assert toggles.count() >= 4, f"{toggles.count()} folded code cells"
+    first = toggles.first
+    assert first.get_attribute("open") is None, "a folded cell starts closed"
+    code = first.locator("pre").first
+    assert not code.is_visible()
+    first.locator("summary").click()
+    assert first.get_attribute("open") is not None and code.is_visible(), "clicking the toggle shows the code"
+    page.close()
+
+
 # each table's right edge, the right edge of what holds it (its scrolling box, or the text column), and
 # whether that box scrolls sideways
 TABLE_EDGES = """() => [...document.querySelectorAll('main table')].map(table => {
