@@ -12,6 +12,10 @@ CHAPTERS := $(filter-out $(LEDGER),$(sort $(wildcard notebooks/*.ipynb)))
 # chapters 1-6 also run on the second bundled model; the ledger shows both models side by side
 SECOND_MODEL := gemma3-270m
 SECOND_MODEL_CHAPTERS := 00_tour 01_redundancy 02_metrics 03_replacement 04_stability 05_sparsity
+# the chapters also run at the cut that matches the paper's 25% of Llama2-7B (8 of 32 layers): 25% of the
+# decoder layers' parameters, on both models, into notebooks/<model>-layers/ (issue 22: one chapter so far)
+LAYERS_CUT_MODELS := smollm2-135m gemma3-270m
+LAYERS_CUT_CHAPTERS := 01_redundancy
 BOOK_HTML := book/_build/html
 # the book's own run: the book profile, saving where the ledger reads (chapters not yet in issue 22's
 # layout take SMOKE instead of PROFILE; papermill passes each the parameter it has and warns of the other)
@@ -23,7 +27,7 @@ TEST_WORKERS ?= auto
 # the oldest and newest Python the library supports; make test-pythons runs the unit tests on each
 SUPPORTED_PYTHONS := 3.10 3.13
 
-.PHONY: help setup book reproduce notebooks second-model html test test-pythons constraints bench bench-gguf warm-up lab clean
+.PHONY: help setup book reproduce notebooks second-model other-runs html test test-pythons constraints bench bench-gguf warm-up lab clean
 
 ## help: what each target does and how long it takes
 help:
@@ -55,6 +59,7 @@ notebooks: $(STAMP)
 	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) "$$nb" "$$nb" || exit 1; \
 	done
 	$(MAKE) second-model
+	$(MAKE) other-runs
 	TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) $(LEDGER) $(LEDGER)
 
 ## second-model: chapters 1-6 on Gemma-3-270M: executed copies in notebooks/gemma3-270m/,
@@ -66,6 +71,15 @@ second-model: $(STAMP)
 	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) -p MODEL $(SECOND_MODEL) \
 	    -p RESULTS_DIR results/$(SECOND_MODEL) "notebooks/$$ch.ipynb" "notebooks/$(SECOND_MODEL)/$$ch.ipynb" || exit 1; \
 	done
+
+## other-runs: the layers cut (25% of the decoder layers' parameters) on both models: executed copies in
+## notebooks/<model>-layers/, verdicts in notebooks/results/<model>-layers/ (the ledger shows them beside the rest)
+other-runs: $(STAMP)
+	@for model in $(LAYERS_CUT_MODELS); do for ch in $(LAYERS_CUT_CHAPTERS); do \
+	  echo "== executing notebooks/$$ch.ipynb on $$model at the layers cut"; mkdir -p notebooks/$$model-layers; \
+	  TQDM_DISABLE=1 $(BIN)/papermill -k python3 --cwd notebooks $(BOOK_RUN) -p MODEL $$model -p SPARSITY_OF layers \
+	    -p RESULTS_DIR results/$$model-layers "notebooks/$$ch.ipynb" "notebooks/$$model-layers/$$ch.ipynb" || exit 1; \
+	done; done
 
 ## html: the same as make book
 html: $(STAMP)

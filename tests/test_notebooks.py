@@ -13,6 +13,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SECOND_MODEL = "gemma3-270m"
 # chapters 1-6 executed on the second bundled model by make second-model
 SECOND_MODEL_RUNS = sorted((ROOT / "notebooks" / SECOND_MODEL).glob("*.ipynb"))
+# make other-runs: chapters at the layers cut (25% of the decoder layers' parameters), one folder per model
+LAYERS_CUT_MODELS = ["smollm2-135m", SECOND_MODEL]
+LAYERS_CUT_RUNS = sorted(p for model in LAYERS_CUT_MODELS for p in (ROOT / "notebooks" / f"{model}-layers").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
@@ -44,7 +47,8 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
         assert _book_results() == before, "a smoke run changed the book's results (notebooks/results/)"
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS + SECOND_MODEL_RUNS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("notebook", NOTEBOOKS + SECOND_MODEL_RUNS + LAYERS_CUT_RUNS,
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_committed_notebook_is_a_full_run(notebook):
     nb = json.loads(notebook.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -107,6 +111,24 @@ def test_the_second_model_ran_chapters_1_to_6_with_their_verdicts():
     for chapter in [p.stem for p in NOTEBOOKS[1:6]]:
         verdicts = [ClaimVerdict(**v) for v in saved[chapter]["verdicts"]]
         assert {v.claim for v in verdicts} == CHAPTERS_WITH_VERDICTS[chapter]
+
+
+def test_the_layers_cut_ran_the_chapters_as_they_are_on_both_models():
+    """make other-runs: each copy ran its chapter as it is now, at SPARSITY_OF = "layers", saving to its own folder."""
+    from streamline_lib.book.claims import load_chapter_results
+
+    assert LAYERS_CUT_RUNS, "make other-runs has not been run"
+    for model in LAYERS_CUT_MODELS:
+        runs = sorted((ROOT / "notebooks" / f"{model}-layers").glob("*.ipynb"))
+        assert [p.stem for p in runs] == [p.stem for p in LAYERS_CUT_RUNS if p.parent.name == f"{model}-layers"]
+        saved = load_chapter_results(ROOT / "notebooks" / "results" / f"{model}-layers")
+        for notebook in runs:
+            code = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+            injected = "".join(next(c for c in code if "injected-parameters" in c["metadata"].get("tags", []))["source"])
+            assert f'MODEL = "{model}"' in injected and 'SPARSITY_OF = "layers"' in injected
+            assert _sources(notebook) == _sources(ROOT / "notebooks" / notebook.name), \
+                f"{notebook} is stale: re-run make other-runs"
+            assert saved[notebook.stem]["numbers"]["sparsity_of"] == "layers"
 
 
 CHAPTERS_WITH_PAIRED_VERDICTS = ["02_metrics", "03_replacement", "04_stability", "05_sparsity", "07_lora",
