@@ -779,14 +779,21 @@ def score_items(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Seq
     at every position; see :func:`evaluate_zero_shot`).
     """
     encoded = encode_requests(tokenizer, _requests(items), max_context_length(model))
-    groups = _option_groups(items)
-    plain = _item_results(items, encoded, score_requests(model, encoded, batch_size, progress,
-                                                          desc="log-likelihood", groups=groups))
+    plain = _scored_items(model, items, encoded, batch_size, progress, "log-likelihood", prompt_nll=False)
     if not prompt_nll:
         return plain
-    with_nlls = _item_results(items, encoded, *score_requests(model, encoded, batch_size, progress,
-                                                              desc="prompt NLL", groups=groups, prompt_nll=True))
-    return _with_prompt_nlls(plain, with_nlls)
+    return _with_prompt_nlls(plain, _scored_items(model, items, encoded, batch_size, progress, "prompt NLL",
+                                                  prompt_nll=True))
+
+
+def _scored_items(model: nn.Module, items: Sequence[MultipleChoiceItem], encoded: Sequence[EncodedRequest],
+                  batch_size: int, progress: bool, desc: str, prompt_nll: bool) -> tuple[ItemResult, ...]:
+    """One scoring pass over ``items``: plain, or with every option's whole-prompt NLL."""
+    groups = _option_groups(items)
+    if prompt_nll:
+        return _item_results(items, encoded, *score_requests(model, encoded, batch_size, progress, desc=desc,
+                                                             groups=groups, prompt_nll=True))
+    return _item_results(items, encoded, score_requests(model, encoded, batch_size, progress, desc=desc, groups=groups))
 
 
 def _with_prompt_nlls(plain: Sequence[ItemResult], with_nlls: Sequence[ItemResult]) -> tuple[ItemResult, ...]:
@@ -864,12 +871,8 @@ def _scored_task(model: nn.Module, task: str, items: Sequence[MultipleChoiceItem
         cached = results_cache.load_result(cache_folder, key, _task_from_json)
         if cached is not None:
             return cached
-    groups = _option_groups(items)
-    if prompt_nll:
-        scores = score_requests(model, encoded, batch_size, progress, desc=task, groups=groups, prompt_nll=True)
-    else:
-        scores = (score_requests(model, encoded, batch_size, progress, desc=task, groups=groups),)
-    result = TaskResult(task, _item_results(items, encoded, *scores), chance_level(items))
+    result = TaskResult(task, _scored_items(model, items, encoded, batch_size, progress, task, prompt_nll),
+                        chance_level(items))
     if key is not None:
         results_cache.store_result(cache_folder, key, _task_to_json(result))
     return result
