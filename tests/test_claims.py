@@ -10,6 +10,7 @@ from streamline_lib.book.claims import (
     ClaimVerdict,
     beyond,
     decide,
+    every,
     ledger,
     ledger_by_model,
     load_chapter_results,
@@ -87,6 +88,20 @@ def test_ledger_by_model_puts_models_side_by_side(tmp_path):
 ])
 def test_one_rule_decides_every_claim(parts, verdict):
     assert decide(parts) == verdict and verdict in VERDICTS
+
+
+@pytest.mark.parametrize(("outcomes", "expected"), [
+    ([True, True], True), ([True, False], False), ([None, False], False), ([True, None], None), ([None], None),
+])
+def test_every_case_must_hold_and_one_failure_decides_against(outcomes, expected):
+    assert every(outcomes) is expected
+
+
+def test_every_refuses_no_cases_and_non_outcomes():
+    with pytest.raises(ValueError, match="at least one"):
+        every([])
+    with pytest.raises(ValueError, match="True, False or None"):
+        every([True, 0.5])
 
 
 def test_decide_refuses_no_parts_and_non_outcomes():

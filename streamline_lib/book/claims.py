@@ -17,14 +17,14 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas
 
 from ..core.files import TEMPORARY_PREFIX, atomic_write_text
 from ..evaluation.statistics import Interval
 
-__all__ = ["VERDICTS", "PAPERS", "Outcome", "beyond", "within", "decide", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
+__all__ = ["VERDICTS", "PAPERS", "Outcome", "beyond", "within", "every", "decide", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
            "NOT_RUN", "ledger_by_model"]
 
 VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "undecided", "does not apply")
@@ -78,6 +78,17 @@ def within(interval: Interval, margin: float, centre: float = 0.0) -> Outcome:
     if centre - margin <= interval.low and interval.high <= centre + margin:
         return True
     return False if interval.low > centre + margin or interval.high < centre - margin else None
+
+
+def every(outcomes: Iterable[Outcome]) -> Outcome:
+    """One part measured against several cases, e.g. "beats every baseline": False if any case was decided
+    against, True if every case holds, None (undecided) if none failed but some could not be decided."""
+    outcomes = list(outcomes)
+    if not outcomes:
+        raise ValueError("every() needs at least one outcome: with no cases there is nothing to decide")
+    if any(outcome not in (True, False, None) for outcome in outcomes):
+        raise ValueError(f"outcomes must be True, False or None (undecided), got {outcomes}")
+    return False if False in outcomes else True if all(outcomes) else None
 
 
 def decide(parts: Mapping[str, Outcome]) -> str:
