@@ -55,6 +55,8 @@ def test_interval_predicates_and_text():
     assert not Interval(0.01, -0.002, 0.02).excludes()  # a tie
     assert Interval(-0.3, -0.4, -0.2).below(-0.1)
     assert str(interval) == "+0.012 [+0.004, +0.020]"
+    assert f"{interval}" == str(interval)  # no spec: the signed form of a difference
+    assert f"{interval:.1%}" == "1.2% [0.4%, 2.0%]" and f"{Interval(2.0, 1.94, 2.07):.2f}x" == "2.00 [1.94, 2.07]x"
 
 
 def test_identical_models_tie_exactly():

@@ -145,10 +145,6 @@ def measure(model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: ChapterD
                     flips(panel, dense_measured.panel))
 
 
-def _interval(interval) -> str:
-    return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
-
-
 def measures_table(measured: Mapping[str, Measured], reference: str = "dense") -> pandas.DataFrame:
     """One row per model: perplexity, both accuracies, the panel's paired difference from ``reference``,
     and the distance from the dense model with intervals (as text), for a chapter to show."""
@@ -159,9 +155,9 @@ def measures_table(measured: Mapping[str, Measured], reference: str = "dense") -
                "panel: acc": round(m.panel.average_acc, 3)}
         row[f"panel minus {reference} [95%]"] = "" if name == reference else str(compare(m.panel, base.panel).difference)
         if m.distance is not None:
-            row["KL from dense [95%]"] = _interval(m.distance.mean_kl)
-            row["same top token [95%]"] = _interval(m.distance.same_top)
+            row["KL from dense [95%]"] = f"{m.distance.mean_kl:.3f}"
+            row["same top token [95%]"] = f"{m.distance.same_top:.3f}"
         if m.flips is not None:
-            row["panel answers changed [95%]"] = _interval(m.flips.changed_share)
+            row["panel answers changed [95%]"] = f"{m.flips.changed_share:.3f}"
         rows[name] = row
     return pandas.DataFrame.from_dict(rows, orient="index").fillna("")

@@ -201,10 +201,6 @@ def flips_by_task(pruned: ZeroShotResult, dense: ZeroShotResult, metric: Metric 
     return {name: flips(pruned.subset([name]), dense.subset([name]), metric, resamples, seed) for name in dense.tasks}
 
 
-def _share(interval: Interval) -> str:
-    return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
-
-
 def distance_table(distances: Mapping[str, Distance], flipped: Mapping[str, Flips] | None = None) -> pandas.DataFrame:
     """One row per named model: its KL from the dense model and, when given, its flips, intervals as text.
 
@@ -216,13 +212,13 @@ def distance_table(distances: Mapping[str, Distance], flipped: Mapping[str, Flip
     flipped = flipped or {}
     rows = {}
     for name, d in distances.items():
-        row = {"mean KL (nats) [95%]": f"{d.mean_kl.estimate:.3f} [{d.mean_kl.low:.3f}, {d.mean_kl.high:.3f}]",
+        row = {"mean KL (nats) [95%]": f"{d.mean_kl:.3f}",
                "median KL": round(d.median_kl, 3), "p99 KL": round(d.p99_kl, 2),
-               "same top token [95%]": _share(d.same_top), "tokens": d.tokens}
+               "same top token [95%]": f"{d.same_top:.3f}", "tokens": d.tokens}
         if name in flipped:
             f = flipped[name]
-            row.update({"answers changed [95%]": _share(f.changed_share),
-                        "right to wrong [95%]": _share(f.right_to_wrong_share),
-                        "wrong to right [95%]": _share(f.wrong_to_right_share), "items": f.items})
+            row.update({"answers changed [95%]": f"{f.changed_share:.3f}",
+                        "right to wrong [95%]": f"{f.right_to_wrong_share:.3f}",
+                        "wrong to right [95%]": f"{f.wrong_to_right_share:.3f}", "items": f.items})
         rows[name] = row
     return pandas.DataFrame.from_dict(rows, orient="index")

@@ -67,6 +67,13 @@ class Interval:
     def __str__(self) -> str:
         return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
 
+    def __format__(self, spec: str) -> str:
+        """``f"{interval:.1%}"`` -> ``"79.6% [77.3%, 81.9%]"``: the estimate and both ends in one format;
+        an empty spec gives :meth:`__str__`'s signed form, which suits differences."""
+        if not spec:
+            return str(self)
+        return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -235,10 +242,8 @@ def comparison_table(comparisons: Mapping[str, Comparison]) -> pandas.DataFrame:
         name: {
             "items": c.items,
             f"{c.metric} difference [95%]": str(c.difference),
-            "retention [95%]": f"{c.retention.estimate:.3f} [{c.retention.low:.3f}, {c.retention.high:.3f}]",
-            "above-chance retention [95%]": (f"{c.above_chance_retention.estimate:.3f} "
-                                             f"[{c.above_chance_retention.low:.3f}, "
-                                             f"{c.above_chance_retention.high:.3f}]"),
+            "retention [95%]": f"{c.retention:.3f}",
+            "above-chance retention [95%]": f"{c.above_chance_retention:.3f}",
             "only a right": c.a_only,
             "only b right": c.b_only,
             "McNemar p": c.mcnemar_p,
