@@ -14,6 +14,7 @@ from streamline_lib.book.claims import (
     ledger,
     ledger_by_model,
     load_chapter_results,
+    parts_text,
     save_chapter_results,
     within,
 )
@@ -102,6 +103,11 @@ def test_every_refuses_no_cases_and_non_outcomes():
         every([])
     with pytest.raises(ValueError, match="True, False or None"):
         every([True, 0.5])
+
+
+def test_parts_text_names_each_part_and_its_outcome():
+    assert parts_text({"beats removal": True, "closer to dense": None, "faster": False}) == \
+        "beats removal: yes; closer to dense: undecided; faster: no"
 
 
 def test_decide_refuses_no_parts_and_non_outcomes():

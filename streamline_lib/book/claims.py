@@ -24,7 +24,7 @@ import pandas
 from ..core.files import TEMPORARY_PREFIX, atomic_write_text
 from ..evaluation.statistics import Interval
 
-__all__ = ["VERDICTS", "PAPERS", "Outcome", "beyond", "within", "every", "decide", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
+__all__ = ["VERDICTS", "PAPERS", "Outcome", "beyond", "within", "every", "decide", "parts_text", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
            "NOT_RUN", "ledger_by_model"]
 
 VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "undecided", "does not apply")
@@ -109,6 +109,14 @@ def decide(parts: Mapping[str, Outcome]) -> str:
     if False in outcomes:
         return "does not hold"
     return "holds" if outcomes == {True} else "undecided"
+
+
+OUTCOME_WORDS: dict[Outcome, str] = {True: "yes", False: "no", None: "undecided"}
+
+
+def parts_text(parts: Mapping[str, Outcome]) -> str:
+    """The parts of a claim and their outcomes in words, for a verdict's ``why``: ``"a: yes; b: undecided"``."""
+    return "; ".join(f"{part}: {OUTCOME_WORDS[outcome]}" for part, outcome in parts.items())
 
 
 def save_chapter_results(folder: str | os.PathLike, chapter: str, verdicts: list[ClaimVerdict],
