@@ -64,6 +64,14 @@ def run_chapter(notebook: Path, cache: Path, threads: int, output: Path) -> floa
     return time.perf_counter() - start
 
 
+def slowest_cells(executed: Path, count: int = 3) -> str:
+    """The ``count`` slowest code cells of an executed notebook: seconds and first line (papermill records both)."""
+    cells = [c for c in json.loads(executed.read_text())["cells"] if c["cell_type"] == "code"]
+    timed = sorted(((c["metadata"].get("papermill", {}).get("duration") or 0.0, "".join(c["source"]).split("\n")[0])
+                    for c in cells), reverse=True)[:count]
+    return "; ".join(f"{seconds:.0f} s: {line[:50]}" for seconds, line in timed)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapters", help="comma-separated notebook stems (default: every chapter with PROFILE)")
@@ -89,10 +97,12 @@ def main() -> int:
         shared = cold_cache(Path(scratch) / "cache", warmed) if args.in_order else None
         for i, notebook in enumerate(notebooks):
             cache = shared or cold_cache(Path(scratch) / f"cache-{i}", warmed)
-            seconds = run_chapter(notebook, cache, args.threads, Path(scratch) / notebook.name)
+            executed = Path(scratch) / notebook.name
+            seconds = run_chapter(notebook, cache, args.threads, executed)
             rows.append((notebook.stem, seconds))
             flag = "" if seconds <= TARGET_MINUTES * 60 else f"  over the {TARGET_MINUTES:.0f}-minute target"
-            print(f"{notebook.stem:16s} {seconds / 60:5.1f} min{flag}", flush=True)
+            print(f"{notebook.stem:16s} {seconds / 60:5.1f} min{flag}\n    slowest cells: {slowest_cells(executed)}",
+                  flush=True)
     total = sum(seconds for _, seconds in rows)
     over = [stem for stem, seconds in rows if seconds > TARGET_MINUTES * 60]
     print(f"\nin all {total / 60:.1f} min; longest {max(s for _, s in rows) / 60:.1f} min; "

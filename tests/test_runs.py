@@ -104,3 +104,9 @@ def test_a_runs_folder_reads_by_chapter_with_the_newest_run_standing_for_it(note
     os.utime(older.file, ns=(1, 1))
     saved = load_chapter_results(older.file.parent)
     assert list(saved) == ["01_redundancy"] and saved["01_redundancy"]["numbers"] == {"n": 2}
+
+
+def test_a_smaller_profile_says_at_the_top_what_its_numbers_cannot_show(notebooks):
+    book, workshop = (chapter_run("03_replacement", _parameters(PROFILE=p)).describe() for p in ("book", "workshop"))
+    assert len(book.splitlines()) == 1 and "profile 'book'" in book
+    assert "too wide to decide a claim" in workshop and workshop.splitlines()[0].endswith(".json")

@@ -27,7 +27,17 @@ from ..models.loading import resolve_dtype
 from .chapter import check_profile
 from .claims import ClaimVerdict, save_chapter_results
 
-__all__ = ["BOOK_RESULTS", "RUNS", "run_parameters", "ChapterRun", "chapter_run"]
+__all__ = ["BOOK_RESULTS", "RUNS", "PROFILE_READINGS", "run_parameters", "ChapterRun", "chapter_run"]
+
+PROFILE_READINGS: dict[str, str] = {
+    "workshop": ("A workshop run: every step of the chapter on smaller sets than the book's. Its numbers show "
+                 "the chapter's lesson, which model is farther from the dense one and in which direction each "
+                 "comparison goes, but their intervals are too wide to decide a claim: its verdicts will often say "
+                 "undecided where the book's decide. The book's verdicts are in the text."),
+    "smoke": "A smoke run: the smallest sets that execute every cell. Its numbers mean nothing.",
+}
+"""What a run of a smaller profile can and cannot show, printed at the top of the chapter by
+:meth:`ChapterRun.describe`; the book's own profile needs no such note."""
 
 BOOK_RESULTS = Path("results")
 """The book's own results, relative to ``notebooks/``: what the ledger shows."""
@@ -82,9 +92,11 @@ class ChapterRun:
     file: Path  # where :meth:`save` writes
 
     def describe(self) -> str:
-        """One line for the top of the chapter: the run and where its results go."""
-        return (f"{self.chapter}: profile {self.profile!r}, model {self.model}, {self.dtype}; "
+        """For the top of the chapter: the run, where its results go and, for a smaller profile, what its
+        numbers can and cannot show."""
+        line = (f"{self.chapter}: profile {self.profile!r}, model {self.model}, {self.dtype}; "
                 f"results go to {self.file}")
+        return line + (f"\n{PROFILE_READINGS[self.profile]}" if self.profile in PROFILE_READINGS else "")
 
     def save(self, verdicts: list[ClaimVerdict], numbers: dict[str, Any]) -> None:
         """Write the chapter's verdicts and numbers, with the run's parameters, and print where."""
