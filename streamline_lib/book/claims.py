@@ -80,14 +80,19 @@ def within(interval: Interval, margin: float, centre: float = 0.0) -> Outcome:
     return False if interval.low > centre + margin or interval.high < centre - margin else None
 
 
+def _check_outcomes(outcomes: Iterable[object], what: str, given: object) -> None:
+    """Refuse anything but True, False and None among ``outcomes``, naming ``what`` and showing ``given``."""
+    if any(outcome not in (True, False, None) for outcome in outcomes):
+        raise ValueError(f"{what} must be True, False or None (undecided), got {given}")
+
+
 def every(outcomes: Iterable[Outcome]) -> Outcome:
     """One part measured against several cases, e.g. "beats every baseline": False if any case was decided
     against, True if every case holds, None (undecided) if none failed but some could not be decided."""
     outcomes = list(outcomes)
     if not outcomes:
         raise ValueError("every() needs at least one outcome: with no cases there is nothing to decide")
-    if any(outcome not in (True, False, None) for outcome in outcomes):
-        raise ValueError(f"outcomes must be True, False or None (undecided), got {outcomes}")
+    _check_outcomes(outcomes, "outcomes", outcomes)
     return False if False in outcomes else True if all(outcomes) else None
 
 
@@ -102,8 +107,7 @@ def decide(parts: Mapping[str, Outcome]) -> str:
     if not parts:
         raise ValueError("a claim needs at least one measured part")
     outcomes = set(parts.values())
-    if outcomes - {True, False, None}:
-        raise ValueError(f"parts must be True, False or None (undecided), got {parts}")
+    _check_outcomes(outcomes, "parts", parts)
     if {True, False} <= outcomes:
         return "partly"
     if False in outcomes:
