@@ -6,6 +6,7 @@ import pytest
 
 from streamline_lib.book.claims import (
     NOT_RUN,
+    RETENTION_MEASURES,
     VERDICTS,
     ClaimVerdict,
     beyond,
@@ -15,6 +16,7 @@ from streamline_lib.book.claims import (
     ledger_by_model,
     load_chapter_results,
     parts_text,
+    retention_by_model,
     save_chapter_results,
     within,
 )
@@ -76,6 +78,18 @@ def test_ledger_by_model_puts_models_side_by_side(tmp_path):
     assert table["model a: verdict"].tolist() == ["holds", "partly", "holds"]
     assert table["model b: verdict"].tolist() == [NOT_RUN, "does not hold", "does not apply"]
     assert table.loc["C1", "chapter"] == "01_redundancy" and table.loc["C1", "model b: ours"] == ""
+
+
+def test_retention_by_model_reads_the_sparsity_sweep_of_each_run(tmp_path):
+    row = {"removed (all parameters)": 0.237, "panel retention": 0.8, "panel above-chance retention": 0.6,
+           "8 tasks retention": 0.9}
+    sweep = [{"target": 0.25, "variant": "none", **row, "panel retention": 0.7},
+             {"target": 0.25, "variant": "layer", **row}, {"target": 0.5, "variant": "layer", **row}]
+    save_chapter_results(tmp_path / "a", "05_sparsity", [verdict("C5")], {"sweep": sweep})
+    save_chapter_results(tmp_path / "old", "05_sparsity", [verdict("C5")], {"sweep": [{"target": 0.25}]})
+    table = retention_by_model({"a": tmp_path / "a", "old layout": tmp_path / "old", "none": tmp_path / "none"})
+    assert table.index.tolist() == ["a"] and table.loc["a"].to_dict() == row
+    assert list(table.columns) == list(RETENTION_MEASURES)
 
 
 @pytest.mark.parametrize(("parts", "verdict"), [

@@ -25,7 +25,7 @@ from ..core.files import TEMPORARY_PREFIX, atomic_write_text
 from ..evaluation.statistics import Interval
 
 __all__ = ["VERDICTS", "PAPERS", "Outcome", "beyond", "within", "every", "decide", "parts_text", "ClaimVerdict", "save_chapter_results", "load_chapter_results", "ledger",
-           "NOT_RUN", "ledger_by_model"]
+           "NOT_RUN", "OUTCOME_WORDS", "ledger_by_model", "RETENTION_MEASURES", "retention_by_model"]
 
 VERDICTS: tuple[str, ...] = ("holds", "partly", "does not hold", "undecided", "does not apply")
 """The verdicts, in the ledger's order (:func:`decide` chooses among the first four). ``partly``: the
@@ -190,3 +190,29 @@ def ledger_by_model(folders: Mapping[str, str | os.PathLike]) -> pandas.DataFram
         rows.append(row)
     columns = ["claim", *shared] + [f"{name}: {part}" for name in folders for part in ("ours", "verdict", "why")]
     return pandas.DataFrame(rows, columns=columns)
+
+
+RETENTION_MEASURES: tuple[str, ...] = ("removed (all parameters)", "panel retention", "panel above-chance retention",
+                                       "8 tasks retention")
+"""What :func:`retention_by_model` reads from a row of the sparsity chapter's saved sweep."""
+
+
+def retention_by_model(folders: Mapping[str, str | os.PathLike], *, chapter: str = "05_sparsity",
+                       variant: str = "layer", target: float = 0.25) -> pandas.DataFrame:
+    """How much of the dense model's accuracy ``variant`` keeps at sparsity ``target``, one row per run.
+
+    ``folders`` maps a run's name to its results folder, as for :func:`ledger_by_model`; the
+    numbers are :data:`RETENTION_MEASURES` from the row of ``chapter``'s saved ``sweep`` with that
+    variant and target: the retention on the headroom panel, plain and above chance, beside the
+    paper's eight-task average. A run whose chapter saved no such row is left out (an earlier
+    layout, or a sparsity it could not run).
+    """
+    rows = {}
+    for name, folder in folders.items():
+        document = load_chapter_results(folder).get(chapter, {})
+        found = [row for row in document.get("numbers", {}).get("sweep", [])
+                 if row.get("variant") == variant and row.get("target") == target
+                 and all(measure in row for measure in RETENTION_MEASURES)]
+        if found:
+            rows[name] = {measure: found[0][measure] for measure in RETENTION_MEASURES}
+    return pandas.DataFrame.from_dict(rows, orient="index", columns=list(RETENTION_MEASURES))
