@@ -116,6 +116,7 @@ def decide(parts: Mapping[str, Outcome]) -> str:
 
 
 OUTCOME_WORDS: dict[Outcome, str] = {True: "yes", False: "no", None: "undecided"}
+"""A part's outcome in words, as :func:`parts_text` and the chapters' tables write it."""
 
 
 def parts_text(parts: Mapping[str, Outcome]) -> str:
