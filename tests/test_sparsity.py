@@ -6,7 +6,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from streamline_lib.methods.sparsity import layers_for_sparsity, parameter_budget, sparsity_report
+from streamline_lib.methods.sparsity import (
+    BUDGET_FORMATS,
+    budget_row,
+    layers_for_sparsity,
+    parameter_budget,
+    sparsity_report,
+)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -75,6 +81,17 @@ def test_sparsity_report_counts_both_ways_and_the_replacement():
     assert with_layer.removed_parameters == 2 * 9_280 and with_layer.layer_fraction == pytest.approx(2 / 8)
     with pytest.raises(ValueError, match="n=9 layers cannot be removed from a model with 8 layers"):
         sparsity_report(model, 9)
+
+
+def test_budget_row_names_the_block_and_the_share_removed_both_ways():
+    model = eight_layer_llama()
+    row = budget_row(model, 2, 3, added_parameters=9_280)
+    assert row == {"layers replaced": "2..4 (3)", "replacement parameters": 9_280,
+                   "removed, share of all parameters": pytest.approx(2 * 9_280 / 106_272),
+                   "removed, share of layer parameters": pytest.approx(2 / 8)}
+    assert set(BUDGET_FORMATS) == set(row) - {"layers replaced"}
+    with pytest.raises(ValueError, match="n=9 layers cannot be removed"):
+        budget_row(model, 0, 9)
 
 
 def test_a_layer_replacement_takes_out_one_more_layer_for_the_same_net_removal():

@@ -20,7 +20,7 @@ COUNTS: tuple[str, ...] = ("total", "layers")
 """What a sparsity is a fraction of: all parameters (the paper's count) or decoder-layer parameters only."""
 
 __all__ = ["COUNTS", "ParameterBudget", "SparsityReport", "parameter_budget", "check_sparsity", "counted_parameters",
-           "layers_for_sparsity", "sparsity_report"]
+           "layers_for_sparsity", "sparsity_report", "BUDGET_FORMATS", "budget_row"]
 
 
 def _unique_numel(modules: list[nn.Module], seen: set[int]) -> int:
@@ -137,3 +137,22 @@ def sparsity_report(model: nn.Module, n: int, added_parameters: int = 0) -> Spar
         )
     removed = round(n * budget.layers / num_layers) - added_parameters
     return SparsityReport(n, num_layers, removed, removed / budget.total, removed / budget.layers)
+
+
+BUDGET_FORMATS: dict[str, str] = {"replacement parameters": "{:,}", "removed, share of all parameters": "{:.1%}",
+                                  "removed, share of layer parameters": "{:.1%}"}
+"""How :func:`budget_row`'s numbers are shown (a pandas ``Styler.format`` argument)."""
+
+
+def budget_row(model: nn.Module, start: int, n: int, added_parameters: int = 0) -> dict[str, str | int | float]:
+    """One row of a budget table: the block taken out, what was put back, and the share removed both ways.
+
+    Every chapter that compares pruned models at equal removed parameters shows this row for
+    each, so a reader can check that the budgets match (a replacement takes out one layer
+    more than plain removal to remove the same share). ``added_parameters`` is the
+    replacement's size, as for :func:`sparsity_report`; show the rows with :data:`BUDGET_FORMATS`.
+    """
+    report = sparsity_report(model, n, added_parameters)
+    return {"layers replaced": f"{start}..{start + n - 1} ({n})", "replacement parameters": added_parameters,
+            "removed, share of all parameters": report.total_fraction,
+            "removed, share of layer parameters": report.layer_fraction}
